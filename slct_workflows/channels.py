@@ -1,0 +1,174 @@
+"""Channel rows in a transaction: create, lock in name order, snapshot, and apply decisions.
+
+Used by the step engine and by the services (external sends, closes, cancels). Lock order is
+always: process row(s), then channel rows sorted by name, then counterpart goroutine rows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Hashable, Iterable
+
+from django.db.models import F
+
+from . import dispatch, semantics
+from .models import (
+    BufferedValue, Channel, ExternalSend, Goroutine, GoroutineStatus, PendingCase, SendStatus,
+)
+
+
+def goroutine_owner(gid: int) -> tuple[str, int]:
+    return ("g", gid)
+
+
+def external_owner(key: str) -> tuple[str, str]:
+    return ("x", key)
+
+
+@dataclass
+class LockedChannels:
+    """The locked channel rows of one transaction and a live semantic snapshot of them."""
+
+    rows: dict[str, Channel]
+    states: dict[str, semantics.ChannelState]
+    buffer_ids: dict[str, list[int]]
+    wait_seqs: dict[Hashable, int] = field(default_factory=dict)  # owner -> wait_seq of its pending cases
+    # Owners already checked in this transaction: True = still waiting (and now locked).
+    live: dict[Hashable, bool] = field(default_factory=dict)
+    woken: list[int] = field(default_factory=list)  # goroutine ids to enqueue after commit
+
+    def state(self, name: str) -> semantics.ChannelState:
+        return self.states[name]
+
+
+def ensure(names: Iterable[str], capacities: dict[str, int] | None = None) -> None:
+    """Create missing channels (unbuffered unless a capacity is given) without racing others."""
+    capacities = capacities or {}
+    wanted = sorted(set(names))
+    if wanted:
+        Channel.objects.bulk_create(
+            [Channel(name=n, capacity=capacities.get(n, 0)) for n in wanted], ignore_conflicts=True
+        )
+
+
+def lock(names: Iterable[str]) -> LockedChannels:
+    wanted = sorted(set(names))
+    rows = {c.name: c for c in Channel.objects.select_for_update().filter(name__in=wanted).order_by("name")}
+    states = {n: semantics.ChannelState(name=n, capacity=c.capacity, closed=c.closed) for n, c in rows.items()}
+    buffer_ids: dict[str, list[int]] = {n: [] for n in rows}
+    for bid, chan, value in BufferedValue.objects.filter(channel_id__in=rows).order_by("channel_id", "seq").values_list(
+        "id", "channel_id", "value"
+    ):
+        states[chan].buffer.append(value)
+        buffer_ids[chan].append(bid)
+    locked = LockedChannels(rows=rows, states=states, buffer_ids=buffer_ids)
+    pending = (
+        PendingCase.objects.filter(channel_id__in=rows, kind__in=["recv", "send"])
+        .order_by("id")
+        .values_list("id", "channel_id", "kind", "goroutine_id", "external_send_id", "wait_seq", "target", "value")
+    )
+    for pid, chan, kind, gid, key, wait_seq, target, value in pending:
+        owner = goroutine_owner(gid) if gid is not None else external_owner(key)
+        locked.wait_seqs[owner] = wait_seq
+        waiter = semantics.Waiter(ref=pid, owner=owner, op=kind, target=target, value=value)
+        (states[chan].receivers if kind == "recv" else states[chan].senders).append(waiter)
+    return locked
+
+
+def is_live(locked: LockedChannels, owner: Hashable) -> bool:
+    """Lock the waiter's goroutine (or external send) and check it still waits on the same select."""
+    if owner in locked.live:
+        return locked.live[owner]
+    kind, ident = owner
+    if kind == "g":
+        row = Goroutine.objects.select_for_update().filter(pk=ident).values_list("status", "wait_seq").first()
+        ok = row is not None and row[0] == GoroutineStatus.BLOCKED and row[1] == locked.wait_seqs.get(owner)
+    else:
+        status = ExternalSend.objects.select_for_update().filter(pk=ident).values_list("status", flat=True).first()
+        ok = status == SendStatus.WAITING
+    locked.live[owner] = ok
+    return ok
+
+
+def decide(locked: LockedChannels, evaluate) -> semantics.Decision:
+    """Run `evaluate()` until every waiter it fires is still live; stale waiters are dropped."""
+    while True:
+        decision = evaluate()
+        stale = [f.waiter.owner for f in decision.fires if not is_live(locked, f.waiter.owner)]
+        if not stale:
+            return decision
+        for owner in stale:
+            for st in locked.states.values():
+                st.drop_owner(owner)
+
+
+def apply(locked: LockedChannels, decision: semantics.Decision, now: datetime, source: dict | None) -> None:
+    """Write a decision's buffer edits and wake its fired waiters; keep the snapshot in step."""
+    for chan in decision.pops:
+        bid = locked.buffer_ids[chan].pop(0)
+        locked.states[chan].buffer.pop(0)
+        BufferedValue.objects.filter(pk=bid).delete()
+    for chan, value in decision.pushes:
+        row = locked.rows[chan]
+        row.next_seq += 1
+        Channel.objects.filter(pk=chan).update(next_seq=F("next_seq") + 1)
+        bv = BufferedValue.objects.create(channel_id=chan, seq=row.next_seq, value=value, source=source)
+        locked.buffer_ids[chan].append(bv.id)
+        locked.states[chan].buffer.append(value)
+    for fire in decision.fires:
+        fire_waiter(locked, fire, now, source)
+
+
+def fire_waiter(locked: LockedChannels, fire: semantics.Fire, now: datetime, source: dict | None) -> None:
+    owner = fire.waiter.owner
+    for st in locked.states.values():
+        st.drop_owner(owner)
+    locked.live[owner] = False
+    kind, ident = owner
+    if kind == "g":
+        PendingCase.objects.filter(goroutine_id=ident).delete()
+        Goroutine.objects.filter(pk=ident).update(
+            status=GoroutineStatus.RUNNABLE,
+            next_method=fire.waiter.target,
+            next_value=fire.value,
+            next_closed=fire.closed,
+            next_case=f"{fire.waiter.op} {fire.channel}" + (" (closed)" if fire.closed else ""),
+            next_source=source if fire.waiter.op == "recv" else None,
+            wait_seq=F("wait_seq") + 1,
+            runnable_since=now,
+            updated_at=now,
+        )
+        locked.woken.append(ident)
+    else:
+        PendingCase.objects.filter(external_send_id=ident).delete()
+        delivered_to = ""
+        if source:
+            delivered_to = f"{source.get('process', '')}/{source.get('goroutine', '')}"
+        ExternalSend.objects.filter(pk=ident).update(
+            status=SendStatus.CLOSED if fire.closed else SendStatus.RECEIVED,
+            delivered_at=now,
+            delivered_to=delivered_to,
+        )
+
+
+def close(locked: LockedChannels, name: str, now: datetime, source: dict | None) -> bool:
+    """Close a locked channel. Returns False if it was already closed (a no-op)."""
+    st = locked.states[name]
+    if st.closed:
+        return False
+    decision = decide(locked, lambda: semantics.close_channel(locked.states[name]))
+    for fire in decision.fires:
+        fire_waiter(locked, fire, now, source)
+    st.closed = True
+    st.receivers, st.senders = [], []
+    Channel.objects.filter(pk=name).update(closed=True, closed_at=now)
+    locked.rows[name].closed = True
+    return True
+
+
+def wake_after_commit(locked: LockedChannels, extra: Iterable[int] = ()) -> None:
+    dispatch.after_commit_wake([*locked.woken, *extra])
+
+
+def buffer_values(name: str) -> list[Any]:
+    return list(BufferedValue.objects.filter(channel_id=name).order_by("seq").values_list("value", flat=True))

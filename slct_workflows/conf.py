@@ -1,0 +1,84 @@
+"""Engine settings, read in one place. Each comes from Django settings, else the environment."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+
+def _raw(name: str, default: Any) -> Any:
+    if hasattr(settings, name):
+        return getattr(settings, name)
+    return os.environ.get(name, default)
+
+
+def _int(name: str, default: int, minimum: int = 0) -> int:
+    raw = _raw(name, default)
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(name: str, default: float, minimum: float = 0.0) -> float:
+    raw = _raw(name, default)
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def queue_name() -> str:
+    return str(_raw("SLCT_QUEUE", "slct"))
+
+
+def max_attempts() -> int:
+    """How many times a raising step runs before its goroutine and process are marked failed."""
+    return _int("SLCT_MAX_ATTEMPTS", 3, minimum=1)
+
+
+def retry_backoff() -> float:
+    """Seconds before the first retry of a failed step; doubles each attempt."""
+    return _float("SLCT_RETRY_BACKOFF", 1.0)
+
+
+def sweep_grace() -> float:
+    """A runnable goroutine untouched this long (seconds) is re-enqueued by the sweep."""
+    return _float("SLCT_SWEEP_GRACE", 5.0)
+
+
+def sweep_interval() -> float:
+    """Seconds between periodic sweeps (0 disables the self-rescheduling sweep job)."""
+    return _float("SLCT_SWEEP_INTERVAL", 15.0)
+
+
+def db_retries() -> int:
+    """Attempts for a step that hits a deadlock or serialization failure."""
+    return _int("SLCT_DB_RETRIES", 8, minimum=1)
+
+
+def max_value_bytes() -> int:
+    """Largest JSON-encoded channel value, input or state accepted."""
+    return _int("SLCT_MAX_VALUE_BYTES", 256 * 1024, minimum=64)
+
+
+def steps_per_job() -> int:
+    """How many consecutive steps of one goroutine a worker runs in one job before re-enqueueing."""
+    return _int("SLCT_STEPS_PER_JOB", 20, minimum=1)
+
+
+def workflow_modules() -> list[str]:
+    raw = _raw("SLCT_WORKFLOW_MODULES", "")
+    if isinstance(raw, str):
+        return [m for m in raw.split(",") if m.strip()]
+    if isinstance(raw, (list, tuple)):
+        return list(raw)
+    raise ImproperlyConfigured("SLCT_WORKFLOW_MODULES must be a list of module paths")

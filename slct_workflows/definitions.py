@@ -1,0 +1,152 @@
+"""The registry of process definitions. `register` only records; the engine reads back from here."""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+import re
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, TypeVar
+
+from .errors import NotFound
+
+METHOD_NAME = re.compile(r"^([A-Za-z][A-Za-z0-9]*)_([A-Za-z0-9_]+)$")
+T = TypeVar("T")
+
+
+def split_method(name: str) -> tuple[str, str] | None:
+    """`Main_CheckApprove` -> ("Main", "CheckApprove"); None if it does not follow the rule."""
+    m = METHOD_NAME.match(name)
+    return (m.group(1), m.group(2)) if m else None
+
+
+@dataclass
+class Definition:
+    name: str
+    cls: type
+    version: str = ""
+    goroutines: dict[str, list[str]] = field(default_factory=dict)
+
+    def method(self, name: str) -> Callable[..., Any]:
+        func = getattr(self.cls, name, None)
+        if func is None or split_method(name) is None or not callable(func):
+            raise AttributeError(f"{self.cls.__name__} has no step method {name!r}")
+        return func
+
+    def has_method(self, name: str) -> bool:
+        return split_method(name) is not None and callable(getattr(self.cls, name, None))
+
+    def new_state(self) -> Any:
+        return self.cls()
+
+    def load_state(self, state: dict[str, Any]) -> Any:
+        names = {f.name for f in dataclasses.fields(self.cls)}
+        known = {k: v for k, v in (state or {}).items() if k in names}
+        return self.cls(**known)
+
+    def dump_state(self, instance: Any) -> dict[str, Any]:
+        return {f.name: getattr(instance, f.name) for f in dataclasses.fields(self.cls)}
+
+    def state_fields(self) -> dict[str, bool]:
+        """Field name -> has a default."""
+        return {
+            f.name: f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+            for f in dataclasses.fields(self.cls)
+        }
+
+
+def step_methods(cls: type) -> dict[str, list[str]]:
+    goroutines: dict[str, list[str]] = {}
+    for name, member in inspect.getmembers(cls, callable):
+        if name.startswith("_"):
+            continue
+        parts = split_method(name)
+        if parts:
+            goroutines.setdefault(parts[0], []).append(parts[1])
+    return goroutines
+
+
+def accepts_value(func: Callable[..., Any]) -> bool:
+    """Does the bound step method take a value after `p`? (`def Main_Done(self, p)` does not.)"""
+    params = [
+        prm for prm in inspect.signature(func).parameters.values()
+        if prm.kind in (prm.POSITIONAL_ONLY, prm.POSITIONAL_OR_KEYWORD, prm.VAR_POSITIONAL)
+    ]
+    return len(params) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
+
+
+def value_decoder(func: Callable[..., Any]) -> Callable[[Any], Any] | None:
+    """A value parameter annotated with a type that has `from_channel_value` gets decoded by it
+    (for example `result: slack.Result`)."""
+    params = list(inspect.signature(func).parameters.values())  # bound: (p, value)
+    if len(params) < 2:
+        return None
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception:  # unresolvable annotations: pass the raw value
+        return None
+    hint = hints.get(params[1].name)
+    return getattr(hint, "from_channel_value", None)
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._by_name: dict[str, dict[str, Definition]] = {}
+        self._latest: dict[str, str] = {}
+
+    def add(self, name: str, cls: type, version: str = "") -> Definition:
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"process definition {name!r}: {cls.__name__} must be a @dataclass")
+        missing = [f for f, has_default in Definition(name, cls).state_fields().items() if not has_default]
+        if missing:
+            raise TypeError(
+                f"process definition {name!r}: state fields need defaults so a new process can start: {missing}"
+            )
+        if not callable(getattr(cls, "Main_Start", None)):
+            raise TypeError(f"process definition {name!r}: {cls.__name__} needs a Main_Start(self, p, input) method")
+        definition = Definition(name=name, cls=cls, version=version, goroutines=step_methods(cls))
+        versions = self._by_name.setdefault(name, {})
+        existing = versions.get(version)
+        if existing is not None and existing.cls.__qualname__ != cls.__qualname__:
+            raise ValueError(f"process definition {name!r} version {version!r} is already registered by {existing.cls}")
+        versions[version] = definition
+        self._latest[name] = version if name not in self._latest else max(self._latest[name], version, key=_version_key)
+        return definition
+
+    def get(self, name: str, version: str | None = None) -> Definition:
+        versions = self._by_name.get(name)
+        if not versions:
+            raise NotFound(f"unknown process definition {name!r}")
+        key = self._latest[name] if version is None else version
+        if key not in versions:
+            raise NotFound(f"process definition {name!r} has no version {version!r}")
+        return versions[key]
+
+    def all(self) -> list[Definition]:
+        return [d for name in sorted(self._by_name) for _, d in sorted(self._by_name[name].items())]
+
+    def latest(self) -> list[Definition]:
+        return [self.get(name) for name in sorted(self._by_name)]
+
+
+def _version_key(v: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\-]", v)) if v else ()
+
+
+registry = Registry()
+
+
+def register(name: str, *, version: str = "") -> Callable[[type[T]], type[T]]:
+    """Register a dataclass as the process definition `name` (optionally one `version` of it)."""
+
+    def decorator(cls: type[T]) -> type[T]:
+        registry.add(name, cls, version)
+        return cls
+
+    return decorator
+
+
+def load_modules(modules: list[str]) -> None:
+    for module in modules:
+        importlib.import_module(module)

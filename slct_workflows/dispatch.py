@@ -1,0 +1,87 @@
+"""How committed work reaches the workers: RQ by default, an in-memory list in tests.
+
+Everything here runs *after* commit (transaction.on_commit, robust): if Redis is down the
+database still holds the runnable goroutine and the sweep re-enqueues it.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Iterable, Protocol
+
+from django.db import transaction
+
+log = logging.getLogger("slct_workflows")
+
+
+class Dispatcher(Protocol):
+    def wake(self, goroutine_ids: list[int]) -> None: ...
+    def wake_at(self, goroutine_id: int, when: datetime) -> None: ...
+    def outbox(self, outbox_ids: list[int]) -> None: ...
+    def outbox_at(self, outbox_id: int, when: datetime) -> None: ...
+
+
+class RQDispatcher:
+    def _queue(self):
+        import django_rq
+
+        from . import conf
+
+        return django_rq.get_queue(conf.queue_name())
+
+    def wake(self, goroutine_ids: list[int]) -> None:
+        if not goroutine_ids:
+            return
+        from rq import Queue
+
+        queue = self._queue()
+        queue.enqueue_many(
+            [Queue.prepare_data("slct_workflows.jobs.wake", args=(gid,), result_ttl=0) for gid in goroutine_ids]
+        )
+
+    def wake_at(self, goroutine_id: int, when: datetime) -> None:
+        self._queue().enqueue_at(when, "slct_workflows.jobs.wake", goroutine_id, result_ttl=0)
+
+    def outbox(self, outbox_ids: list[int]) -> None:
+        queue = self._queue()
+        for oid in outbox_ids:
+            queue.enqueue("slct_workflows.jobs.run_outbox", oid, result_ttl=0)
+
+    def outbox_at(self, outbox_id: int, when: datetime) -> None:
+        self._queue().enqueue_at(when, "slct_workflows.jobs.run_outbox", outbox_id, result_ttl=0)
+
+
+_dispatcher: Dispatcher = RQDispatcher()
+
+
+def get() -> Dispatcher:
+    return _dispatcher
+
+
+def use(dispatcher: Dispatcher) -> Dispatcher:
+    """Swap the dispatcher (tests); returns the previous one."""
+    global _dispatcher
+    previous, _dispatcher = _dispatcher, dispatcher
+    return previous
+
+
+def _robust(what: str, func, *args) -> None:
+    try:
+        func(*args)
+    except Exception:  # Redis down: the sweep will find the work in the database
+        log.warning("could not %s; the recovery sweep will pick it up", what, exc_info=True)
+
+
+def after_commit_wake(goroutine_ids: Iterable[int]) -> None:
+    ids = sorted(set(goroutine_ids))
+    if ids:
+        transaction.on_commit(lambda: _robust("enqueue wake-ups", get().wake, ids))
+
+
+def after_commit_wake_at(goroutine_id: int, when: datetime) -> None:
+    transaction.on_commit(lambda: _robust("schedule a timer", get().wake_at, goroutine_id, when))
+
+
+def after_commit_outbox(outbox_ids: list[int]) -> None:
+    if outbox_ids:
+        transaction.on_commit(lambda: _robust("enqueue outbox jobs", get().outbox, list(outbox_ids)))

@@ -1,0 +1,377 @@
+"""One step in one transaction.
+
+lock the process row -> load state -> call the method (in a savepoint) -> lock the channels it
+touches (sorted) -> apply closes, new goroutines, the select (firing counterparts, locked and
+re-checked) or finish -> save state, history event, outbox -> commit -> enqueue wake-ups.
+
+A wake-up is consumed by the commit that uses it: a duplicate job finds the goroutine no longer
+runnable (or not yet due for retry) and does nothing.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from django.db import transaction
+from django.db.models import F
+
+from . import channels, clock, conf, dispatch, semantics
+from .db import with_db_retries
+from .definitions import Definition, accepts_value, registry, value_decoder
+from .errors import DeclarationError, NotFound
+from .models import (
+    Event, EventKind, Goroutine, GoroutineStatus, Outbox, PendingCase, ProcessInstance, ProcessStatus,
+)
+from .process import Process
+from .values import ValueError_, to_json
+
+log = logging.getLogger("slct_workflows")
+
+
+@dataclass
+class StepResult:
+    ran: bool
+    runnable_again: bool = False  # the goroutine's select fired at once: it can run another step
+    woken: tuple[int, ...] = ()
+
+
+# -- timers -----------------------------------------------------------------------------------
+
+def fire_due_timer(goroutine_id: int) -> bool:
+    """If the goroutine is blocked and one of its timer cases is due, consume its select."""
+
+    def attempt() -> bool:
+        with transaction.atomic():
+            g = Goroutine.objects.select_for_update().filter(pk=goroutine_id).first()
+            if g is None or g.status != GoroutineStatus.BLOCKED:
+                return False
+            cases = list(PendingCase.objects.filter(goroutine_id=g.id).order_by("case_index"))
+            now = clock.now()
+            due = [c for c in cases if c.kind == "timer" and c.deadline <= now]
+            if not due:
+                return False
+            case = due[0]
+            PendingCase.objects.filter(goroutine_id=g.id).delete()
+            g.set_status(GoroutineStatus.RUNNABLE)
+            g.next_method, g.next_value, g.next_closed = case.target, None, False
+            g.next_case = f"timer {case.deadline.isoformat()}"
+            g.next_source = {"timer": case.deadline.isoformat()}
+            g.wait_seq += 1
+            g.runnable_since = now
+            g.save()
+            return True
+
+    return with_db_retries(attempt)
+
+
+# -- the step ---------------------------------------------------------------------------------
+
+def run_step(goroutine_id: int) -> StepResult:
+    return with_db_retries(lambda: _step(goroutine_id))
+
+
+def _step(goroutine_id: int) -> StepResult:
+    with transaction.atomic():
+        process_id = Goroutine.objects.filter(pk=goroutine_id).values_list("process_id", flat=True).first()
+        if process_id is None:
+            return StepResult(ran=False)
+        proc = ProcessInstance.objects.select_for_update().get(pk=process_id)
+        # Not locked: under the process lock nothing else changes a runnable goroutine
+        # (counterparts only fire blocked ones), and locking it here would invert the lock order.
+        g = Goroutine.objects.get(pk=goroutine_id)
+        now = clock.now()
+        if proc.status != ProcessStatus.RUNNING or g.status != GoroutineStatus.RUNNABLE:
+            return StepResult(ran=False)
+        if g.retry_at and g.retry_at > now:
+            return StepResult(ran=False)
+        return Step(proc, g, now).run()
+
+
+class Step:
+    def __init__(self, proc: ProcessInstance, g: Goroutine, now: datetime) -> None:
+        self.proc, self.g, self.now = proc, g, now
+        self.started = time.perf_counter()
+        self.woken: list[int] = []
+        self.detail: dict[str, Any] = {}
+        self.source = {"process": proc.id, "goroutine": g.name, "seq": proc.step_count + 1}
+        # What this step runs; the goroutine's next_* fields are overwritten by its new select.
+        self.ran = {"method": g.next_method, "case": g.next_case, "value": g.next_value, "source": g.next_source}
+
+    def run(self) -> StepResult:
+        proc, g = self.proc, self.g
+        try:
+            definition = registry.get(proc.definition, proc.version or None)
+        except NotFound as exc:
+            return self._failed(exc, "", deterministic=True)
+        instance = definition.load_state(proc.state)
+        others = set(Goroutine.objects.filter(process=proc).values_list("name", flat=True))
+        p = Process(
+            process_id=proc.id, definition=proc.definition, goroutine=g.name, method=g.next_method,
+            instance=instance, now=self.now, closed=g.next_closed, existing_goroutines=others,
+        )
+        try:
+            with transaction.atomic():  # user code's own ORM writes roll back with a failed step
+                self._call(definition, instance, p)
+                state = self._encode_state(definition, instance, p)
+                runnable_again = self._apply(definition, p, state)
+        except DeclarationError as exc:
+            return self._failed(exc, traceback.format_exc(), deterministic=True)
+        except Exception as exc:
+            if _is_db_conflict(exc):
+                raise  # deadlock / serialization failure: retry the whole transaction
+            return self._failed(exc, traceback.format_exc(), deterministic=False)
+        channels.wake_after_commit(self.locked, self.woken) if self.locked else dispatch.after_commit_wake(self.woken)
+        return StepResult(ran=True, runnable_again=runnable_again, woken=tuple(self.woken))
+
+    locked: channels.LockedChannels | None = None
+
+    def _call(self, definition: Definition, instance: Any, p: Process) -> None:
+        g = self.g
+        if not definition.has_method(g.next_method):
+            raise DeclarationError(
+                f"process {self.proc.definition} {self.proc.id}, goroutine {g.name}: "
+                f"method {g.next_method!r} does not exist in {definition.cls.__name__}"
+            )
+        func = getattr(instance, g.next_method)
+        value = g.next_value
+        decoder = value_decoder(func)
+        if decoder is not None:
+            value = decoder(value)
+        if accepts_value(func):
+            func(p, value)
+        else:
+            func(p)
+        if p.decls.open_cases:
+            raise p._fail("a select case was started without .to(method)")
+        if p.decls.call is not None and not p.decls.call.target:
+            raise p._fail("call() without .to(method)")
+
+    def _encode_state(self, definition: Definition, instance: Any, p: Process) -> dict:
+        try:
+            return to_json(definition.dump_state(instance))
+        except ValueError_ as exc:
+            raise p._fail(f"the state is not JSON: {exc}") from None
+
+    # -- applying the declarations -----------------------------------------------------------
+    def _apply(self, definition: Definition, p: Process, state: dict) -> bool:
+        proc, g, d = self.proc, self.g, p.decls
+        cases = list(d.cases or [])
+        if d.call is not None:
+            cases = [self._start_child(p)]
+        names = {c.channel for c in cases if c.channel} | set(d.closes) | {n for n, _ in d.made}
+        finishing = d.finished
+        if proc.result_channel:
+            names.add(proc.result_channel)  # this step may end the process and answer its parent
+        self._make_channels(p, d.made)
+        channels.ensure(names)
+        self.locked = locked = channels.lock(names)
+
+        for name in d.closes:
+            if channels.close(locked, name, self.now, self.source):
+                self._note("closed", name)
+
+        for go in d.gos:
+            new = Goroutine.objects.create(
+                process=proc, name=go.name, status=GoroutineStatus.RUNNABLE, next_method=go.method,
+                next_value=go.arg, next_case="go", next_source={"process": proc.id, "goroutine": g.name},
+                runnable_since=self.now,
+            )
+            self.woken.append(new.id)
+            self._note("started", go.name)
+
+        runnable_again = False
+        if finishing:
+            self._finish(d.output, locked)
+            fired_label = "finish"
+        elif cases:
+            runnable_again, fired_label = self._select(cases, locked)
+        else:
+            g.set_status(GoroutineStatus.DONE)
+            fired_label = "end"
+            if not Goroutine.objects.filter(process=proc, status__in=[
+                GoroutineStatus.RUNNABLE, GoroutineStatus.BLOCKED, GoroutineStatus.FAILED,
+            ]).exclude(pk=g.pk).exists() and not d.gos:
+                self._finish(None, locked)  # the last goroutine ended: the process is done
+        self.detail["next"] = fired_label
+
+        outbox_ids = [
+            Outbox.objects.create(process=proc, func=c.func, args=c.args, kwargs=c.kwargs).id for c in d.on_commit
+        ]
+        dispatch.after_commit_outbox(outbox_ids)
+
+        proc.state = state
+        self._save_step(EventKind.STEP)
+        return runnable_again
+
+    def _make_channels(self, p: Process, made: list[tuple[str, int]]) -> None:
+        from .models import Channel
+
+        for name, capacity in made:
+            if Channel.objects.filter(pk=name).exists():
+                raise p._fail(f"make_chan: channel {name!r} already exists")
+        channels.ensure([n for n, _ in made], dict(made))
+
+    def _start_child(self, p: Process) -> semantics.Case:
+        from .services import create_process_rows
+
+        call = p.decls.call
+        try:
+            child_def = registry.get(call.definition)
+        except NotFound as exc:
+            raise p._fail(str(exc)) from None
+        if call.id and ProcessInstance.objects.filter(pk=call.id).exists():
+            raise p._fail(f"call(): a process with id {call.id!r} already exists")
+        result_channel = f"result-{call.id or ProcessInstance._meta.pk.default()}"
+        channels.ensure([result_channel], {result_channel: 1})
+        child, main = create_process_rows(
+            child_def, call.input, call.id, parent=self.proc, result_channel=result_channel, now=self.now
+        )
+        self.woken.append(main.id)
+        self._note("called", child.id)
+        return semantics.Case(kind=semantics.RECV, target=call.target, channel=result_channel)
+
+    def _select(self, cases: list[semantics.Case], locked: channels.LockedChannels) -> tuple[bool, str]:
+        g = self.g
+        owner = channels.goroutine_owner(g.id)
+        decision = channels.decide(
+            locked, lambda: semantics.evaluate_select(cases, locked.states, self.now, owner=owner)
+        )
+        if decision.blocked:
+            g.set_status(GoroutineStatus.BLOCKED)
+            g.wait_seq += 1
+            g.next_method, g.next_value, g.next_closed, g.next_case, g.next_source = "", None, False, "", None
+            PendingCase.objects.bulk_create([
+                PendingCase(
+                    goroutine=g, wait_seq=g.wait_seq, case_index=i, kind=c.kind, channel_id=c.channel,
+                    value=c.value if c.kind == semantics.SEND else None, deadline=c.deadline, target=c.target,
+                )
+                for i, c in enumerate(cases)
+            ])
+            deadlines = [c.deadline for c in cases if c.kind == semantics.TIMER]
+            if deadlines:
+                dispatch.after_commit_wake_at(g.id, min(deadlines))
+            return False, "blocked on " + ", ".join(c.describe() for c in cases)
+        case = cases[decision.case_index]
+        source = None
+        for fire in decision.fires:
+            if fire.waiter.op == "send" and case.kind == semantics.RECV:
+                source = self._owner_source(fire.waiter.owner)
+        channels.apply(locked, decision, self.now, self.source)
+        for fire in decision.fires:
+            if fire.waiter.owner[0] == "g":
+                self._note("woke", fire.waiter.owner[1])
+        g.wait_seq += 1
+        g.next_method = case.target
+        g.next_value = decision.value if case.kind == semantics.RECV else None
+        g.next_closed = decision.closed
+        g.next_case = case.describe() + (" (closed)" if decision.closed else "")
+        g.next_source = source
+        g.runnable_since = self.now
+        return True, "fired " + g.next_case
+
+    def _owner_source(self, owner) -> dict:
+        kind, ident = owner
+        if kind == "g":
+            pid, name = Goroutine.objects.filter(pk=ident).values_list("process_id", "name").get()
+            return {"process": pid, "goroutine": name}
+        return {"external": ident}
+
+    def _finish(self, output: Any, locked: channels.LockedChannels) -> None:
+        proc, g = self.proc, self.g
+        proc.set_status(ProcessStatus.DONE)
+        proc.output = output
+        proc.finished_at = self.now
+        if g.status != GoroutineStatus.DONE:
+            g.set_status(GoroutineStatus.DONE)
+        end_goroutines(proc, exclude=g.pk, status=GoroutineStatus.CANCELLED)
+        if proc.result_channel:
+            deliver_result(locked, proc, output, self.now, self.source, done=True)
+
+    def _note(self, key: str, value: Any) -> None:
+        self.detail.setdefault(key, []).append(value)
+
+    def _save_step(self, kind: str, error: str = "", tb: str = "") -> None:
+        proc, g = self.proc, self.g
+        proc.step_count += 1
+        proc.save()
+        ran = self.ran
+        event = Event(
+            process=proc, seq=proc.step_count, kind=kind, goroutine=g.name, method=ran["method"],
+            case=ran["case"], channel=_case_channel(ran["case"]), value=ran["value"], source=ran["source"],
+            detail=self.detail or None, error=error, traceback=tb,
+            started_at=self.now, finished_at=self.now + timedelta(seconds=time.perf_counter() - self.started),
+        )
+        if g.status != GoroutineStatus.RUNNABLE:
+            g.runnable_since = None
+        if kind == EventKind.STEP:
+            g.attempts, g.retry_at, g.last_error = 0, None, ""
+        g.save()
+        event.save()
+
+    # -- failures ----------------------------------------------------------------------------
+    def _failed(self, exc: BaseException, tb: str, *, deterministic: bool) -> StepResult:
+        proc, g = self.proc, self.g
+        self.woken = []
+        g.attempts += 1
+        g.last_error = f"{type(exc).__name__}: {exc}"
+        give_up = deterministic or g.attempts >= conf.max_attempts()
+        self.detail = {"attempt": g.attempts, "max_attempts": conf.max_attempts()}
+        if give_up:
+            g.set_status(GoroutineStatus.FAILED)
+            proc.set_status(ProcessStatus.FAILED)
+            proc.error = f"goroutine {g.name}, method {g.next_method}: {g.last_error}\n\n{tb}"
+            kind = EventKind.FAILED
+            log.error("process %s failed: %s", proc.id, g.last_error)
+        else:
+            delay = conf.retry_backoff() * (2 ** (g.attempts - 1))
+            g.retry_at = self.now + timedelta(seconds=delay)
+            dispatch.after_commit_wake_at(g.id, g.retry_at)
+            kind = EventKind.ERROR
+            self.detail["retry_at"] = g.retry_at.isoformat()
+        self._save_step(kind, error=g.last_error, tb=tb)
+        return StepResult(ran=True)
+
+
+def _is_db_conflict(exc: BaseException) -> bool:
+    from .db import is_retryable
+
+    return is_retryable(exc)
+
+
+def _case_channel(case: str) -> str:
+    parts = case.split(" ")
+    return parts[1] if len(parts) >= 2 and parts[0] in ("recv", "send") else ""
+
+
+# -- shared with the services --------------------------------------------------------------
+
+def end_goroutines(proc: ProcessInstance, *, exclude: int | None, status: str) -> list[int]:
+    """Cancel/finish every live goroutine of `proc` (locked, in id order) and drop their cases."""
+    qs = Goroutine.objects.select_for_update().filter(
+        process=proc, status__in=[GoroutineStatus.RUNNABLE, GoroutineStatus.BLOCKED, GoroutineStatus.FAILED]
+    ).order_by("id")
+    if exclude is not None:
+        qs = qs.exclude(pk=exclude)
+    ids = list(qs.values_list("id", flat=True))
+    PendingCase.objects.filter(goroutine_id__in=ids).delete()
+    Goroutine.objects.filter(pk__in=ids).update(
+        status=status, next_method="", next_value=None, runnable_since=None, wait_seq=F("wait_seq") + 1
+    )
+    return ids
+
+
+def deliver_result(
+    locked: channels.LockedChannels, proc: ProcessInstance, output: Any, now: datetime, source: dict | None,
+    *, done: bool,
+) -> None:
+    """Answer the parent: a finished child's output goes into its result channel (capacity 1, one
+    sender, so it never blocks), then the channel is closed; a cancelled child only closes it."""
+    name = proc.result_channel
+    if done:
+        decision = channels.decide(locked, lambda: semantics.external_send(locked.states[name], output)[1])
+        channels.apply(locked, decision, now, source)
+    channels.close(locked, name, now, source)

@@ -1,0 +1,33 @@
+"""Errors the service layer raises; REST, admin and Slack map them to clear answers."""
+
+
+class SlctError(Exception):
+    """Base class: a request that cannot be carried out. Nothing was changed."""
+
+    code = "error"
+
+
+class NotFound(SlctError):
+    code = "not_found"
+
+
+class Conflict(SlctError):
+    code = "conflict"
+
+
+class InvalidInput(SlctError):
+    code = "invalid"
+
+
+class ChannelClosed(Conflict):
+    code = "channel_closed"
+
+
+class NoReceiver(Conflict):
+    code = "no_receiver"
+
+
+class DeclarationError(SlctError):
+    """A process method declared something impossible (bad select, bad target, non-JSON value)."""
+
+    code = "declaration"

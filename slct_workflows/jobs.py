@@ -1,0 +1,100 @@
+"""RQ job functions: module-level, taking ids, thin callers of the engine and services."""
+from __future__ import annotations
+
+import importlib
+import logging
+from datetime import timedelta
+
+from django.db import transaction
+
+from . import clock, conf, dispatch, engine, services
+from .db import fresh_connection, with_db_retries
+from .models import Outbox, OutboxStatus
+
+log = logging.getLogger("slct_workflows")
+
+
+def wake(goroutine_id: int) -> int:
+    """Run the goroutine while it stays runnable (its selects firing at once), up to a batch
+    limit; fire a due timer first if it is blocked. Returns the number of steps run."""
+    fresh_connection()
+    engine.fire_due_timer(goroutine_id)
+    steps = 0
+    for _ in range(conf.steps_per_job()):
+        result = engine.run_step(goroutine_id)
+        if not result.ran:
+            break
+        steps += 1
+        if not result.runnable_again:
+            break
+    else:
+        dispatch.get().wake([goroutine_id])  # fairness: let other goroutines in before going on
+    return steps
+
+
+def run_outbox(outbox_id: int) -> str:
+    """Perform a recorded side effect once. The row is claimed in a transaction, so two jobs for
+    the same row cannot both run it; a failure is retried with backoff by the sweep."""
+    fresh_connection()
+
+    def claim():
+        with transaction.atomic():
+            row = Outbox.objects.select_for_update().filter(pk=outbox_id).first()
+            if row is None or row.status != OutboxStatus.PENDING:
+                return None
+            if row.not_before and row.not_before > clock.now():
+                return None
+            row.attempts += 1
+            # Push not_before out while we run: a concurrent sweep will not start it twice.
+            row.not_before = clock.now() + timedelta(minutes=5)
+            row.save(update_fields=["attempts", "not_before"])
+            return row
+
+    row = with_db_retries(claim)
+    if row is None:
+        return "skipped"
+    module, _, name = row.func.rpartition(".")
+    try:
+        func = getattr(importlib.import_module(module), name)
+        result = func(*row.args, **row.kwargs)
+    except Exception as exc:
+        delay = getattr(exc, "retry_after", None) or min(300.0, conf.retry_backoff() * 2 ** row.attempts)
+        failed = row.attempts >= 10
+        Outbox.objects.filter(pk=row.pk).update(
+            last_error=f"{type(exc).__name__}: {exc}",
+            status=OutboxStatus.FAILED if failed else OutboxStatus.PENDING,
+            not_before=clock.now() + timedelta(seconds=float(delay)),
+        )
+        if not failed:
+            dispatch.get().outbox_at(row.pk, clock.now() + timedelta(seconds=float(delay)))
+        log.warning("outbox %s (%s) failed: %s", row.pk, row.func, exc)
+        return "failed"
+    try:
+        from .values import to_json
+
+        result = to_json(result)
+    except Exception:
+        result = None
+    Outbox.objects.filter(pk=row.pk).update(status=OutboxStatus.DONE, done_at=clock.now(), result=result)
+    return "done"
+
+
+SWEEP_JOB_ID = "slct-periodic-sweep"
+
+
+def sweep() -> dict:
+    """The periodic recovery sweep; it schedules its own next run (one job id, so never twice)."""
+    fresh_connection()
+    report = services.sweep()
+    schedule_sweep()
+    return report.__dict__
+
+
+def schedule_sweep() -> None:
+    interval = conf.sweep_interval()
+    if interval <= 0:
+        return
+    import django_rq
+
+    queue = django_rq.get_queue(conf.queue_name())
+    queue.enqueue_in(timedelta(seconds=interval), "slct_workflows.jobs.sweep", job_id=SWEEP_JOB_ID, result_ttl=0)

@@ -1,0 +1,354 @@
+"""The service API: everything outside a step (REST, Slack, admin, tests) goes through here.
+
+Every function runs in one transaction and either does all of its work or raises an SlctError
+subclass having changed nothing.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from . import channels, clock, dispatch, semantics
+from .db import with_db_retries
+from .definitions import Definition, registry
+from .engine import deliver_result, end_goroutines
+from .errors import ChannelClosed, Conflict, InvalidInput, NoReceiver, NotFound
+from .models import (
+    Channel, Event, EventKind, ExternalSend, Goroutine, GoroutineStatus, PendingCase, ProcessInstance,
+    ProcessStatus, SendStatus, new_id,
+)
+from .values import ValueError_, fingerprint, to_json
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@#/+-]{0,199}$")
+
+
+def _json(value: Any, what: str) -> Any:
+    try:
+        return to_json(value)
+    except ValueError_ as exc:
+        raise InvalidInput(f"{what} is not acceptable JSON: {exc}") from None
+
+
+def _name(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        raise InvalidInput(
+            f"{what} must be 1-200 characters of letters, digits and _.:@#/+- "
+            f"(starting with a letter or digit), got {value!r}"
+        )
+    return value
+
+
+# -- processes --------------------------------------------------------------------------------
+
+def create_process_rows(
+    definition: Definition, input: Any, process_id: str | None, *, parent: ProcessInstance | None = None,
+    result_channel: str = "", now: datetime | None = None,
+) -> tuple[ProcessInstance, Goroutine]:
+    now = now or clock.now()
+    proc = ProcessInstance.objects.create(
+        id=process_id or new_id(), definition=definition.name, version=definition.version,
+        state=to_json(definition.dump_state(definition.new_state())), input=input, parent=parent,
+        result_channel=result_channel, step_count=1,
+    )
+    main = Goroutine.objects.create(
+        process=proc, name="Main", status=GoroutineStatus.RUNNABLE, next_method="Main_Start",
+        next_value=input, next_case="start", runnable_since=now,
+    )
+    Event.objects.create(
+        process=proc, seq=1, kind=EventKind.START, goroutine="Main", method="", value=input,
+        source={"process": parent.id, "goroutine": ""} if parent else None,
+        started_at=now, finished_at=now,
+    )
+    return proc, main
+
+
+@dataclass
+class Started:
+    process: ProcessInstance
+    created: bool
+
+
+def start_process(definition: str, input: Any = None, id: str | None = None) -> Started:
+    """Start a process. With an `id` it is idempotent: the same id and input return the existing
+    process (`created=False`); the same id with another definition or input is a Conflict."""
+    if not isinstance(definition, str):
+        raise InvalidInput("definition must be a string")
+    d = registry.get(definition)
+    input = _json(input, "input")
+    if id is not None:
+        _name(id, "process id")
+
+    def attempt() -> Started:
+        with transaction.atomic():
+            if id is not None:
+                existing = ProcessInstance.objects.filter(pk=id).first()
+                if existing is not None:
+                    return _same_start(existing, definition, input)
+            try:
+                with transaction.atomic():
+                    proc, main = create_process_rows(d, input, id)
+            except IntegrityError:
+                existing = ProcessInstance.objects.filter(pk=id).first()
+                if existing is None:
+                    raise
+                return _same_start(existing, definition, input)
+            dispatch.after_commit_wake([main.id])
+            return Started(proc, True)
+
+    return with_db_retries(attempt)
+
+
+def _same_start(existing: ProcessInstance, definition: str, input: Any) -> Started:
+    if existing.definition != definition or fingerprint(existing.input) != fingerprint(input):
+        raise Conflict(
+            f"process {existing.id!r} already exists with another "
+            + ("definition" if existing.definition != definition else "input")
+        )
+    return Started(existing, False)
+
+
+def get_process(process_id: str) -> ProcessInstance:
+    proc = ProcessInstance.objects.filter(pk=process_id).first()
+    if proc is None:
+        raise NotFound(f"unknown process {process_id!r}")
+    return proc
+
+
+def _locked_process(process_id: str) -> ProcessInstance:
+    proc = ProcessInstance.objects.select_for_update().filter(pk=process_id).first()
+    if proc is None:
+        raise NotFound(f"unknown process {process_id!r}")
+    return proc
+
+
+def _operator_event(proc: ProcessInstance, kind: str, detail: dict | None = None) -> None:
+    now = clock.now()
+    proc.step_count += 1
+    Event.objects.create(process=proc, seq=proc.step_count, kind=kind, detail=detail, started_at=now, finished_at=now)
+
+
+def cancel_process(process_id: str, reason: str = "") -> ProcessInstance:
+    """Cancel: every goroutine ends, pending cases go, a waiting parent is woken (closed)."""
+
+    def attempt() -> ProcessInstance:
+        with transaction.atomic():
+            proc = _locked_process(process_id)
+            if proc.status not in (ProcessStatus.RUNNING, ProcessStatus.FAILED):
+                raise Conflict(f"process {process_id!r} is {proc.status}; only running or failed processes can be cancelled")
+            locked = channels.lock([proc.result_channel] if proc.result_channel else [])
+            now = clock.now()
+            end_goroutines(proc, exclude=None, status=GoroutineStatus.CANCELLED)
+            proc.set_status(ProcessStatus.CANCELLED)
+            proc.finished_at = now
+            if proc.result_channel:
+                deliver_result(locked, proc, None, now, {"process": proc.id, "goroutine": ""}, done=False)
+            _operator_event(proc, EventKind.CANCEL, {"reason": reason} if reason else None)
+            proc.save()
+            channels.wake_after_commit(locked)
+            return proc
+
+    return with_db_retries(attempt)
+
+
+def retry_process(process_id: str) -> ProcessInstance:
+    """Put a failed process back to work: its failed goroutines run their step again."""
+
+    def attempt() -> ProcessInstance:
+        with transaction.atomic():
+            proc = _locked_process(process_id)
+            if proc.status != ProcessStatus.FAILED:
+                raise Conflict(f"process {process_id!r} is {proc.status}; only failed processes can be retried")
+            now = clock.now()
+            proc.set_status(ProcessStatus.RUNNING)
+            proc.error = ""
+            Goroutine.objects.filter(process=proc, status=GoroutineStatus.FAILED).update(
+                status=GoroutineStatus.RUNNABLE, attempts=0, retry_at=None, last_error="", runnable_since=now
+            )
+            runnable = list(
+                Goroutine.objects.filter(process=proc, status=GoroutineStatus.RUNNABLE).values_list("id", flat=True)
+            )
+            _operator_event(proc, EventKind.RETRY)
+            proc.save()
+            dispatch.after_commit_wake(runnable)
+            return proc
+
+    return with_db_retries(attempt)
+
+
+# -- channels ---------------------------------------------------------------------------------
+
+def create_channel(name: str | None = None, capacity: int = 0) -> Channel:
+    if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 0:
+        raise InvalidInput(f"capacity must be an integer >= 0, got {capacity!r}")
+    name = _name(name, "channel name") if name is not None else f"chan-{new_id()}"
+    with transaction.atomic():
+        if Channel.objects.filter(pk=name).exists():
+            raise Conflict(f"channel {name!r} already exists")
+        return Channel.objects.create(name=name, capacity=capacity)
+
+
+def get_channel(name: str) -> Channel:
+    chan = Channel.objects.filter(pk=name).first()
+    if chan is None:
+        raise NotFound(f"unknown channel {name!r}")
+    return chan
+
+
+@dataclass
+class SendResult:
+    key: str
+    status: str  # delivered | buffered | waiting | no_receiver | received | closed
+    channel: str
+    repeated: bool = False
+    send: ExternalSend | None = None
+
+
+def send(channel: str, value: Any, key: str, *, wait: bool = True, create: bool = False) -> SendResult:
+    """Send `value` into `channel` from outside, at most once per idempotency `key`.
+
+    `delivered`: a blocked receiver took it; `buffered`; `waiting`: held as a pending send until a
+    receiver comes (only with wait=True); with wait=False and nobody ready, NoReceiver is raised and
+    the refusal is remembered under the key. A closed channel raises ChannelClosed (nothing stored).
+    """
+    _name(channel, "channel name")
+    if not isinstance(key, str) or not key or len(key) > 255:
+        raise InvalidInput("an idempotency key (1-255 characters) is required")
+    value = _json(value, "value")
+    fp = fingerprint(channel, value)
+
+    def attempt() -> SendResult:
+        with transaction.atomic():
+            previous = ExternalSend.objects.filter(pk=key).first()
+            if previous is not None:
+                return _repeat(previous, fp)
+            if create:
+                channels.ensure([channel])
+            locked = channels.lock([channel])
+            if channel not in locked.rows:
+                raise NotFound(f"unknown channel {channel!r}")
+            seen: dict[str, str] = {}
+
+            def evaluate() -> semantics.Decision:
+                seen["outcome"], decision = semantics.external_send(locked.states[channel], value)
+                return decision
+
+            decision = channels.decide(locked, evaluate)
+            outcome = seen["outcome"]
+            if outcome == "closed":
+                raise ChannelClosed(f"channel {channel!r} is closed")
+            try:
+                with transaction.atomic():
+                    record = ExternalSend.objects.create(
+                        key=key, channel=channel, value=value, fingerprint=fp, status=SendStatus.WAITING
+                    )
+            except IntegrityError:  # the same key raced us and won
+                return _repeat(ExternalSend.objects.get(pk=key), fp)
+            now = clock.now()
+            source = {"external": key}
+            if outcome == "blocked" and not wait:
+                record.status = SendStatus.NO_RECEIVER
+            elif outcome == "blocked":
+                PendingCase.objects.create(external_send=record, kind="send", channel_id=channel, value=value)
+            else:
+                channels.apply(locked, decision, now, source)
+                record.status = SendStatus.DELIVERED if outcome == "delivered" else SendStatus.BUFFERED
+                if decision.fires:
+                    record.delivered_at = now
+                    record.delivered_to = _owner_label(decision.fires[0].waiter.owner)
+            record.save()
+            Event.objects.create(
+                process=None, kind=EventKind.SEND, channel=channel, value=value, source=source,
+                detail={"status": record.status, "to": record.delivered_to}, started_at=now, finished_at=now,
+            )
+            channels.wake_after_commit(locked)
+            result = SendResult(key=key, status=record.status, channel=channel, send=record)
+        if result.status == SendStatus.NO_RECEIVER:
+            raise NoReceiver(f"no receiver is waiting on channel {channel!r}")
+        return result
+
+    return with_db_retries(attempt)
+
+
+def _owner_label(owner) -> str:
+    kind, ident = owner
+    if kind == "g":
+        pid, name = Goroutine.objects.filter(pk=ident).values_list("process_id", "name").get()
+        return f"{pid}/{name}"
+    return f"external:{ident}"
+
+
+def _repeat(previous: ExternalSend, fp: str) -> SendResult:
+    if previous.fingerprint != fp:
+        raise Conflict(f"idempotency key {previous.key!r} was already used for another send")
+    if previous.status == SendStatus.NO_RECEIVER:
+        raise NoReceiver(f"no receiver is waiting on channel {previous.channel!r} (repeated key)")
+    return SendResult(key=previous.key, status=previous.status, channel=previous.channel, repeated=True, send=previous)
+
+
+def get_send(key: str) -> ExternalSend:
+    record = ExternalSend.objects.filter(pk=key).first()
+    if record is None:
+        raise NotFound(f"unknown send {key!r}")
+    return record
+
+
+def close_channel(name: str) -> bool:
+    """Close a channel: blocked receivers and senders fire with `closed`. False if already closed."""
+    _name(name, "channel name")
+
+    def attempt() -> bool:
+        with transaction.atomic():
+            locked = channels.lock([name])
+            if name not in locked.rows:
+                raise NotFound(f"unknown channel {name!r}")
+            now = clock.now()
+            changed = channels.close(locked, name, now, {"external": "close"})
+            if changed:
+                Event.objects.create(kind=EventKind.CLOSE, channel=name, started_at=now, finished_at=now)
+            channels.wake_after_commit(locked)
+            return changed
+
+    return with_db_retries(attempt)
+
+
+# -- recovery ---------------------------------------------------------------------------------
+
+@dataclass
+class SweepReport:
+    runnable: int = 0
+    timers: int = 0
+    outbox: int = 0
+
+
+def sweep(grace_seconds: float | None = None) -> SweepReport:
+    """Re-enqueue what Redis may have lost: runnable goroutines idle past the grace period,
+    blocked goroutines whose timer is due, and pending outbox rows. Idempotent: every job it
+    enqueues does nothing if the work was already done."""
+    from datetime import timedelta
+
+    from . import conf
+    from .models import Outbox, OutboxStatus
+
+    grace = timedelta(seconds=conf.sweep_grace() if grace_seconds is None else grace_seconds)
+    now = clock.now()
+    runnable = list(
+        Goroutine.objects.filter(
+            status=GoroutineStatus.RUNNABLE, process__status=ProcessStatus.RUNNING, runnable_since__lte=now - grace,
+        ).exclude(retry_at__gt=now).values_list("id", flat=True)
+    )
+    timers = list(
+        PendingCase.objects.filter(kind="timer", deadline__lte=now, goroutine__status=GoroutineStatus.BLOCKED)
+        .values_list("goroutine_id", flat=True).distinct()
+    )
+    outbox = list(
+        Outbox.objects.filter(status=OutboxStatus.PENDING, created_at__lte=now - grace)
+        .exclude(not_before__gt=now).values_list("id", flat=True)
+    )
+    d = dispatch.get()
+    d.wake(sorted(set(runnable) | set(timers)))
+    d.outbox(outbox)
+    return SweepReport(runnable=len(runnable), timers=len(timers), outbox=len(outbox))
