@@ -1,0 +1,20 @@
+from django.core.management.base import BaseCommand
+
+from slct_workflows import jobs, services
+
+
+class Command(BaseCommand):
+    help = "Recovery sweep: re-enqueue runnable goroutines, due timers and pending outbox jobs (idempotent)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--schedule", action="store_true", help="also (re)start the periodic sweep job in RQ")
+        parser.add_argument("--grace", type=float, default=None, help="seconds a runnable goroutine may sit idle")
+
+    def handle(self, *args, schedule=False, grace=None, **options):
+        report = services.sweep(grace)
+        self.stdout.write(
+            f"re-enqueued {report.runnable} runnable goroutines, {report.timers} due timers, {report.outbox} outbox jobs"
+        )
+        if schedule:
+            jobs.schedule_sweep()
+            self.stdout.write("periodic sweep scheduled")
