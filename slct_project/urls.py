@@ -4,4 +4,6 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("django-rq/", include("django_rq.urls")),
+    path("api/", include("slct_workflows.api.urls")),
+    path("slack/", include("slack_integration.urls")),
 ]

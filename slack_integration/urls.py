@@ -1,0 +1,2 @@
+"""Slack endpoints (issue 4 fills these in)."""
+urlpatterns: list = []

@@ -1,0 +1,2 @@
+"""REST API routes (issue 3 fills these in)."""
+urlpatterns: list = []
