@@ -6,7 +6,7 @@ database still holds the runnable goroutine and the sweep re-enqueues it.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Iterable, Protocol
 
 from django.db import transaction
@@ -40,7 +40,7 @@ class RQDispatcher:
         )
 
     def wake_at(self, goroutine_id: int, when: datetime) -> None:
-        self._queue().enqueue_at(when, "slct_workflows.jobs.wake", goroutine_id, result_ttl=0)
+        self._queue().enqueue_at(_whole_second_after(when), "slct_workflows.jobs.wake", goroutine_id, result_ttl=0)
 
     def outbox(self, outbox_ids: list[int]) -> None:
         queue = self._queue()
@@ -48,7 +48,15 @@ class RQDispatcher:
             queue.enqueue("slct_workflows.jobs.run_outbox", oid, result_ttl=0)
 
     def outbox_at(self, outbox_id: int, when: datetime) -> None:
-        self._queue().enqueue_at(when, "slct_workflows.jobs.run_outbox", outbox_id, result_ttl=0)
+        self._queue().enqueue_at(_whole_second_after(when), "slct_workflows.jobs.run_outbox", outbox_id, result_ttl=0)
+
+
+def _whole_second_after(when: datetime) -> datetime:
+    """RQ keeps scheduled times in whole seconds (truncated): a job for 12:00:03.7 would run at
+    12:00:03.0 and find its timer not yet due. Round up instead."""
+    if when.microsecond:
+        return when.replace(microsecond=0) + timedelta(seconds=1)
+    return when
 
 
 _dispatcher: Dispatcher = RQDispatcher()

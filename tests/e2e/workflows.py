@@ -1,0 +1,35 @@
+"""Definitions used by the end-to-end tests; worker processes load them via SLCT_WORKFLOW_MODULES."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from slct_workflows import Process, register
+
+
+@register("e2e-slow-counter")
+@dataclass
+class SlowCounter:
+    """Counts `target` values from `channel`; each step leaves a marker file, then sleeps `delay`
+    seconds inside its transaction, so a test can kill a worker in the middle of a step."""
+
+    counter: int = 0
+    target: int = 0
+    channel: str = ""
+    marker_dir: str = ""
+    delay: float = 0.0
+
+    def Main_Start(self, p: Process, input):
+        self.target, self.channel = input["target"], input["channel"]
+        self.marker_dir, self.delay = input["marker_dir"], input["delay"]
+        p.select().recv(self.channel).to(self.Main_Count)
+
+    def Main_Count(self, p: Process, value):
+        Path(self.marker_dir, f"step-{value}-{time.time_ns()}").touch()
+        time.sleep(self.delay)
+        self.counter += 1
+        if self.counter >= self.target:
+            p.finish({"count": self.counter})
+        else:
+            p.select().recv(self.channel).to(self.Main_Count)
