@@ -93,9 +93,13 @@ def _database() -> dict:
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             }
         )
-        # A file (not :memory:) so that RQ worker processes in the tests share the test database.
-        db["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+        # A file (not :memory:) so that RQ worker processes in the tests share the test database;
+        # one per test run, so that runs side by side do not delete each other's.
+        db["TEST"] = {"NAME": str(DATA_DIR / f"test-{os.getpid()}.sqlite3")}
         db["CONN_MAX_AGE"] = 0
+    else:
+        # One test database per test run, so that runs side by side do not drop each other's.
+        db["TEST"] = {"NAME": f"test_{db.get('NAME') or 'slct'}_{os.getpid()}"}
     return db
 
 

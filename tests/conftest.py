@@ -21,6 +21,12 @@ ROOT = Path(__file__).resolve().parent.parent
 def pytest_sessionstart(session):
     from django.conf import settings
 
+    # A queue of our own, so test runs side by side (and a developer's running worker) never
+    # take each other's jobs; workers started by the fixtures get its name.
+    name = f"slct-test-{os.getpid()}"
+    settings.RQ_QUEUES[name] = dict(settings.RQ_QUEUES[settings.SLCT_QUEUE])
+    settings.SLCT_QUEUE = name
+
     if not os.environ.get("REDIS_URL"):
         # Not started through test.sh: bring up the embedded redis-server the settings point at.
         from slct_project import embedded_redis
@@ -132,11 +138,19 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, interval: f
     raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}")
 
 
+def _drop_queue_keys(conn) -> None:
+    from django.conf import settings
+
+    for key in conn.scan_iter(match=f"*{settings.SLCT_QUEUE}*", count=1000):
+        conn.delete(key)
+
+
 @pytest.fixture
 def clean_redis(redis_conn):
-    redis_conn.flushdb()
+    """This run's queue, registries and scheduler lock start empty and are removed after."""
+    _drop_queue_keys(redis_conn)
     yield redis_conn
-    redis_conn.flushdb()
+    _drop_queue_keys(redis_conn)
 
 
 @pytest.fixture
