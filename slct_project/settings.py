@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI / Redoc assets served locally (no CDN)
     "django_rq",
     "slct_workflows",
     "slack_integration",
@@ -139,6 +140,16 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "SLCT for Django",
     "DESCRIPTION": "Durable processes, goroutines, channels and select.",
     "VERSION": "0.1.0",
+    "SCHEMA_PATH_PREFIX": "/api/",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "ProcessStatusEnum": "slct_workflows.models.ProcessStatus",
+        "SendStatusEnum": "slct_workflows.models.SendStatus",
+    },
 }
 
 SLACK_BOT_TOKEN = os.environ.get("SLACK_BOT_TOKEN", "")

@@ -82,3 +82,8 @@ def workflow_modules() -> list[str]:
     if isinstance(raw, (list, tuple)):
         return list(raw)
     raise ImproperlyConfigured("SLCT_WORKFLOW_MODULES must be a list of module paths")
+
+
+def max_request_bytes() -> int:
+    """Largest request body (bytes) the REST API accepts; larger ones get 413."""
+    return _int("SLCT_MAX_REQUEST_BYTES", 1024 * 1024, minimum=1024)

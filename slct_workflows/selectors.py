@@ -121,3 +121,160 @@ def channel(chan: Channel) -> ChannelView:
 def recent_deliveries(chan: Channel | str, limit: int = 50) -> list[Event]:
     name = chan.name if isinstance(chan, Channel) else chan
     return list(Event.objects.filter(channel=name).order_by("-id")[:limit])
+
+
+# -- REST API lists (appended for slct_workflows.api) -------------------------------------------
+
+def processes(
+    *, definition: str | None = None, statuses: list[str] | None = None, created_after: datetime | None = None,
+    created_before: datetime | None = None, search: str | None = None,
+):
+    """Processes, newest first, filtered by definition, statuses, a created range [after, before)
+    and part of the id."""
+    qs = ProcessInstance.objects.all()
+    if definition:
+        qs = qs.filter(definition=definition)
+    if statuses:
+        qs = qs.filter(status__in=list(statuses))
+    if created_after:
+        qs = qs.filter(created_at__gte=created_after)
+    if created_before:
+        qs = qs.filter(created_at__lt=created_before)
+    if search:
+        qs = qs.filter(id__icontains=search)
+    return qs.order_by("-created_at", "-id")
+
+
+def history_events(process: ProcessInstance | str):
+    """The process's events in order, as a queryset (to paginate)."""
+    pid = process.pk if isinstance(process, ProcessInstance) else process
+    return Event.objects.filter(process_id=pid).order_by("seq", "id")
+
+
+def channels(*, closed: bool | None = None, search: str | None = None):
+    """Channels by name, optionally only open or closed ones, or names containing `search`."""
+    qs = Channel.objects.all()
+    if closed is not None:
+        qs = qs.filter(closed=closed)
+    if search:
+        qs = qs.filter(name__icontains=search)
+    return qs.order_by("name")
+
+
+# -- admin: what a process touches, who talked to it, the operator's dashboard -----------------
+
+def process_channels(process: ProcessInstance | str) -> list[Channel]:
+    """Channels a process waits on, has used (history) or answers its parent on; existing ones only."""
+    proc = process if isinstance(process, ProcessInstance) else ProcessInstance.objects.filter(pk=process).first()
+    if proc is None:
+        return []
+    names = set(
+        PendingCase.objects.filter(goroutine__process_id=proc.pk, channel__isnull=False)
+        .values_list("channel_id", flat=True)
+    )
+    names |= set(Event.objects.filter(process_id=proc.pk).exclude(channel="").values_list("channel", flat=True))
+    if proc.result_channel:
+        names.add(proc.result_channel)
+    return list(Channel.objects.filter(name__in=names).order_by("name"))
+
+
+def related_events(events: list[Event], process_id: str, limit: int = 200) -> list[Event]:
+    """Steps of *other* processes that sent a value (or started) one of `events`, or that received
+    from this process: the far ends of the timeline's cross-process arrows."""
+    out: dict[int, Event] = {}
+    wanted_seq: dict[str, set[int]] = {}
+    for e in events:
+        src = e.source if isinstance(e.source, dict) else {}
+        pid = src.get("process")
+        if not pid or pid == process_id:
+            continue
+        if "seq" in src:
+            wanted_seq.setdefault(pid, set()).add(src["seq"])
+        else:  # the sender's latest step before this one
+            qs = Event.objects.filter(process_id=pid, started_at__lte=e.started_at)
+            if src.get("goroutine"):
+                qs = qs.filter(goroutine=src["goroutine"])
+            found = qs.order_by("-started_at", "-seq").first()
+            if found is not None:
+                out[found.pk] = found
+        if len(out) >= limit:
+            break
+    for pid, seqs in wanted_seq.items():
+        for found in Event.objects.filter(process_id=pid, seq__in=sorted(seqs)[:limit]):
+            out[found.pk] = found
+    for found in Event.objects.filter(source__process=process_id).exclude(process_id=process_id).exclude(
+        process_id__isnull=True
+    ).order_by("-id")[:limit]:
+        out[found.pk] = found
+    return sorted(out.values(), key=lambda e: (e.started_at, e.pk))
+
+
+@dataclass
+class Dashboard:
+    by_definition: list[dict[str, Any]]  # {"definition", "running", "failed", "done", "cancelled", "total"}
+    status_totals: dict[str, int]
+    waiting_by_channel: list[dict[str, Any]]  # {"channel", "receivers", "senders", "external_senders"}
+    failed: list[ProcessInstance]
+    failed_count: int
+    overdue_timers: list[PendingCase]
+    overdue_count: int
+    runnable_count: int
+    oldest_runnable: datetime | None
+    retrying_count: int
+
+
+def dashboard(now: datetime | None = None, limit: int = 50) -> Dashboard:
+    from django.db.models import Count, Min
+
+    from .models import ProcessStatus
+
+    now = now or clock.now()
+    statuses = [s for s, _ in ProcessStatus.choices]
+    rows: dict[str, dict[str, Any]] = {}
+    totals = {s: 0 for s in statuses}
+    for r in ProcessInstance.objects.values("definition", "status").annotate(n=Count("id")).order_by("definition"):
+        row = rows.setdefault(r["definition"], {"definition": r["definition"], **{s: 0 for s in statuses}, "total": 0})
+        row[r["status"]] = row.get(r["status"], 0) + r["n"]
+        row["total"] += r["n"]
+        totals[r["status"]] = totals.get(r["status"], 0) + r["n"]
+    waiting: dict[str, dict[str, Any]] = {}
+    for r in (
+        PendingCase.objects.filter(kind__in=["recv", "send"], channel__isnull=False)
+        .filter(_really_waiting_q())
+        .values("channel_id", "kind", "external_send__isnull").annotate(n=Count("id"))
+    ):
+        w = waiting.setdefault(
+            r["channel_id"], {"channel": r["channel_id"], "receivers": 0, "senders": 0, "external_senders": 0}
+        )
+        if not r["external_send__isnull"]:
+            w["external_senders"] += r["n"]
+        elif r["kind"] == "recv":
+            w["receivers"] += r["n"]
+        else:
+            w["senders"] += r["n"]
+    overdue = PendingCase.objects.filter(
+        kind="timer", deadline__lt=now, goroutine__status=GoroutineStatus.BLOCKED
+    )
+    runnable = Goroutine.objects.filter(status=GoroutineStatus.RUNNABLE, process__status=ProcessStatus.RUNNING)
+    failed = ProcessInstance.objects.filter(status=ProcessStatus.FAILED)
+    return Dashboard(
+        by_definition=list(rows.values()),
+        status_totals=totals,
+        waiting_by_channel=sorted(
+            waiting.values(), key=lambda w: (-(w["receivers"] + w["senders"] + w["external_senders"]), w["channel"])
+        ),
+        failed=list(failed.order_by("-updated_at")[:limit]),
+        failed_count=failed.count(),
+        overdue_timers=list(overdue.select_related("goroutine", "goroutine__process").order_by("deadline", "id")[:limit]),
+        overdue_count=overdue.count(),
+        runnable_count=runnable.count(),
+        oldest_runnable=runnable.aggregate(m=Min("runnable_since"))["m"],
+        retrying_count=runnable.filter(retry_at__isnull=False).count(),
+    )
+
+
+def _really_waiting_q():
+    """Pending cases that really wait: of a blocked goroutine, or an external send left waiting."""
+    from django.db.models import Q
+
+    return Q(goroutine__status=GoroutineStatus.BLOCKED) | Q(goroutine__isnull=True, external_send__isnull=False)

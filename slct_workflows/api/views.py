@@ -1,0 +1,338 @@
+"""REST views: validate the request, call one service (or selector), shape the answer.
+
+All rules live in slct_workflows.services / selectors; errors map to JSON in exceptions.py.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.generics import GenericAPIView
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from .. import conf, selectors, services
+from ..definitions import registry
+from ..errors import NotFound
+from ..models import SendStatus
+from . import permissions as perms
+from . import serializers as s
+from .exceptions import BadRequest, exception_handler
+from .parsers import UNSTORABLE, StrictJSONParser, limit_exceeded
+
+MAX_KEY = 255
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def _errors(*codes: int) -> dict[int, OpenApiResponse]:
+    words = {
+        400: "invalid input", 401: "not authenticated", 403: "no permission", 404: "not found",
+        409: "conflict", 413: "request body too large", 415: "not JSON",
+    }
+    return {c: OpenApiResponse(s.ErrorSerializer, description=words[c]) for c in codes}
+
+
+READ_ERRORS = (400, 401, 403, 404)
+WRITE_ERRORS = (400, 401, 403, 404, 409, 413, 415)
+
+
+class Pagination(PageNumberPagination):
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class SlctAPIView(GenericAPIView):
+    # Base: token or session auth, per-method model permissions, strict bounded JSON, JSON errors.
+    # (A comment, not a docstring: drf-spectacular would show it on every operation.)
+
+    permission_classes = [perms.SlctPermission]
+    parser_classes = [StrictJSONParser]
+    pagination_class = Pagination
+    required_permissions: dict[str, list[str]] = {}
+    lookup_names: dict[str, str] = {}  # URL kwarg -> what it names (for 404 messages)
+
+    def get_exception_handler(self):
+        return exception_handler
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)
+        limit = conf.max_request_bytes()
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            raise BadRequest("the Content-Length header is not a number") from None
+        if length > limit:
+            raise limit_exceeded(length, limit)
+        for key, values in request.query_params.lists():
+            if any(UNSTORABLE.search(v) for v in values) or UNSTORABLE.search(key):
+                raise BadRequest(f"query parameter {key!r} contains a NUL character or an unpaired surrogate")
+        for kwarg, what in self.lookup_names.items():
+            value = kwargs.get(kwarg, "")
+            if not value or len(value) > MAX_KEY or UNSTORABLE.search(value):
+                raise NotFound(f"unknown {what} {value!r}")
+
+    def body(self, serializer_class: type, **kwargs: Any) -> dict[str, Any]:
+        """The request body validated by `serializer_class` (an empty body is `{}`)."""
+        data = self.request.data
+        if data is None or (hasattr(data, "dict") and not data):
+            data = {}
+        serializer = serializer_class(data=data, **kwargs)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+    def query(self, serializer_class: type, data: Any) -> dict[str, Any]:
+        serializer = serializer_class(data=data)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+    def paginated(self, queryset, serializer_class: type) -> Response:
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(serializer_class(page, many=True, context=self.get_serializer_context()).data)
+
+
+# -- definitions ------------------------------------------------------------------------------
+
+class DefinitionListView(SlctAPIView):
+    required_permissions = {"GET": [perms.VIEW_PROCESS]}
+    serializer_class = s.DefinitionSerializer
+    pagination_class = None
+
+    @extend_schema(
+        operation_id="definitions_list", tags=["definitions"],
+        summary="Registered process definitions with their goroutines and statuses",
+        responses={200: s.DefinitionSerializer(many=True), **_errors(401, 403)},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(s.DefinitionSerializer(registry.latest(), many=True).data)
+
+
+class DefinitionDetailView(SlctAPIView):
+    required_permissions = {"GET": [perms.VIEW_PROCESS]}
+    serializer_class = s.DefinitionSerializer
+    lookup_names = {"name": "process definition"}
+
+    @extend_schema(
+        operation_id="definitions_retrieve", tags=["definitions"], summary="One process definition",
+        responses={200: s.DefinitionSerializer, **_errors(401, 403, 404)},
+    )
+    def get(self, request: Request, name: str) -> Response:
+        return Response(s.DefinitionSerializer(registry.get(name)).data)
+
+
+# -- processes --------------------------------------------------------------------------------
+
+class ProcessListView(SlctAPIView):
+    required_permissions = {"GET": [perms.VIEW_PROCESS], "POST": [perms.START_PROCESS]}
+    serializer_class = s.ProcessSerializer
+
+    @extend_schema(
+        operation_id="processes_list", tags=["processes"],
+        summary="Processes, newest first: filter by definition, status, created range; search by id",
+        parameters=[s.ProcessFilterSerializer],
+        responses={200: s.ProcessSerializer(many=True), **_errors(*READ_ERRORS)},
+    )
+    def get(self, request: Request) -> Response:
+        f = self.query(s.ProcessFilterSerializer, request.query_params)
+        qs = selectors.processes(
+            definition=f.get("definition"), statuses=sorted(f.get("status") or []),
+            created_after=f.get("created_after"), created_before=f.get("created_before"), search=f.get("search"),
+        )
+        return self.paginated(qs, s.ProcessSerializer)
+
+    @extend_schema(
+        operation_id="processes_start", tags=["processes"],
+        summary="Start a process (idempotent when an id is given)",
+        description="201 with the new process. The same `id` with the same definition and input again "
+                    "returns 200 with the existing process; with another input (or definition) 409.",
+        request=s.StartProcessSerializer,
+        responses={
+            201: OpenApiResponse(s.ProcessDetailSerializer, description="started"),
+            200: OpenApiResponse(s.ProcessDetailSerializer, description="already started with this id and input"),
+            **_errors(400, 401, 403, 409, 413, 415),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        body = self.body(s.StartProcessSerializer)
+        started = services.start_process(body["definition"], body.get("input"), body.get("id"))
+        data = s.ProcessDetailSerializer(started.process).data
+        code = status.HTTP_201_CREATED if started.created else status.HTTP_200_OK
+        return Response(data, status=code, headers={"Location": f"{request.path}{started.process.id}/"})
+
+
+class ProcessDetailView(SlctAPIView):
+    required_permissions = {"GET": [perms.VIEW_PROCESS]}
+    serializer_class = s.ProcessDetailSerializer
+    lookup_names = {"pk": "process"}
+
+    @extend_schema(
+        operation_id="processes_retrieve", tags=["processes"],
+        summary="A process: status, state, input, output, error, goroutines and what each waits for",
+        responses={200: s.ProcessDetailSerializer, **_errors(401, 403, 404)},
+    )
+    def get(self, request: Request, pk: str) -> Response:
+        return Response(s.ProcessDetailSerializer(services.get_process(pk)).data)
+
+
+class ProcessHistoryView(SlctAPIView):
+    required_permissions = {"GET": [perms.VIEW_PROCESS]}
+    serializer_class = s.EventSerializer
+    lookup_names = {"pk": "process"}
+
+    @extend_schema(
+        operation_id="processes_history", tags=["processes"], summary="The process's step events, in order",
+        responses={200: s.EventSerializer(many=True), **_errors(*READ_ERRORS)},
+    )
+    def get(self, request: Request, pk: str) -> Response:
+        proc = services.get_process(pk)
+        return self.paginated(selectors.history_events(proc), s.EventSerializer)
+
+
+class ProcessCancelView(SlctAPIView):
+    required_permissions = {"POST": [perms.CHANGE_PROCESS]}
+    serializer_class = s.CancelSerializer
+    lookup_names = {"pk": "process"}
+
+    @extend_schema(
+        operation_id="processes_cancel", tags=["processes"],
+        summary="Cancel a running or failed process: every goroutine ends",
+        request=s.CancelSerializer,
+        responses={200: s.ProcessDetailSerializer, **_errors(*WRITE_ERRORS)},
+    )
+    def post(self, request: Request, pk: str) -> Response:
+        body = self.body(s.CancelSerializer)
+        proc = services.cancel_process(pk, body.get("reason", ""))
+        return Response(s.ProcessDetailSerializer(proc).data)
+
+
+class ProcessRetryView(SlctAPIView):
+    required_permissions = {"POST": [perms.CHANGE_PROCESS]}
+    lookup_names = {"pk": "process"}
+
+    @extend_schema(
+        operation_id="processes_retry", tags=["processes"],
+        summary="Retry a failed process: its failed goroutines run their step again",
+        request=None,
+        responses={200: s.ProcessDetailSerializer, **_errors(*WRITE_ERRORS)},
+    )
+    def post(self, request: Request, pk: str) -> Response:
+        proc = services.retry_process(pk)
+        return Response(s.ProcessDetailSerializer(proc).data)
+
+
+# -- channels ---------------------------------------------------------------------------------
+
+class ChannelListView(SlctAPIView):
+    required_permissions = {"GET": [perms.VIEW_CHANNEL], "POST": [perms.ADD_CHANNEL]}
+    serializer_class = s.ChannelSerializer
+
+    @extend_schema(
+        operation_id="channels_list", tags=["channels"], summary="Channels by name",
+        parameters=[s.ChannelFilterSerializer],
+        responses={200: s.ChannelSerializer(many=True), **_errors(*READ_ERRORS)},
+    )
+    def get(self, request: Request) -> Response:
+        f = self.query(s.ChannelFilterSerializer, request.query_params.dict())
+        return self.paginated(selectors.channels(closed=f.get("closed"), search=f.get("search")), s.ChannelSerializer)
+
+    @extend_schema(
+        operation_id="channels_create", tags=["channels"], summary="Make a channel (buffered when capacity > 0)",
+        request=s.CreateChannelSerializer,
+        responses={201: s.ChannelDetailSerializer, **_errors(400, 401, 403, 409, 413, 415)},
+    )
+    def post(self, request: Request) -> Response:
+        body = self.body(s.CreateChannelSerializer)
+        chan = services.create_channel(body.get("name"), body["capacity"])
+        return Response(
+            s.ChannelDetailSerializer(chan).data, status=status.HTTP_201_CREATED,
+            headers={"Location": f"{request.path}{chan.name}/"},
+        )
+
+
+class ChannelDetailView(SlctAPIView):
+    required_permissions = {"GET": [perms.VIEW_CHANNEL]}
+    serializer_class = s.ChannelDetailSerializer
+    lookup_names = {"name": "channel"}
+
+    @extend_schema(
+        operation_id="channels_retrieve", tags=["channels"],
+        summary="A channel: capacity, closed, buffered values, goroutines blocked receiving and sending",
+        responses={200: s.ChannelDetailSerializer, **_errors(401, 403, 404)},
+    )
+    def get(self, request: Request, name: str) -> Response:
+        return Response(s.ChannelDetailSerializer(services.get_channel(name)).data)
+
+
+class ChannelSendView(SlctAPIView):
+    required_permissions = {"POST": [perms.ADD_SEND]}
+    serializer_class = s.SendSerializer
+    lookup_names = {"name": "channel"}
+
+    @extend_schema(
+        operation_id="channels_send", tags=["channels"],
+        summary="Send a value into a channel from outside, at most once per Idempotency-Key",
+        description=(
+            "`delivered` (200): a blocked receiver took it. `buffered` (200). `waiting` (202): no receiver "
+            "yet; the send is held until one comes (read it at GET /api/sends/{key}/). With `wait: false` "
+            "and nobody ready: 409 `no_receiver`, nothing is held. A closed channel: 409 `channel_closed`. "
+            "The same key again returns the send as recorded (`repeated: true`) with the first answer's "
+            "status code and sends nothing new; the same key with another channel or value is 409."
+        ),
+        parameters=[
+            OpenApiParameter(
+                IDEMPOTENCY_HEADER, OpenApiTypes.STR, OpenApiParameter.HEADER, required=True,
+                description="a unique key per intended send (1-255 characters), e.g. a UUID",
+            ),
+        ],
+        request=s.SendSerializer,
+        responses={
+            200: OpenApiResponse(s.SendResultSerializer, description="delivered or buffered"),
+            202: OpenApiResponse(s.SendResultSerializer, description="waiting for a receiver"),
+            **_errors(*WRITE_ERRORS),
+        },
+    )
+    def post(self, request: Request, name: str) -> Response:
+        key = request.headers.get(IDEMPOTENCY_HEADER, "")
+        if not key or len(key) > MAX_KEY or any(ord(c) < 32 or c == "\x7f" for c in key):
+            raise BadRequest(
+                f"the {IDEMPOTENCY_HEADER} header is required: 1-{MAX_KEY} printable characters, unique per send"
+            )
+        body = self.body(s.SendSerializer)
+        result = services.send(name, body["value"], key, wait=body["wait"], create=False)
+        first_waited = result.status in (SendStatus.WAITING, SendStatus.RECEIVED, SendStatus.CLOSED)
+        data = s.SendResultSerializer(result.send, context={"repeated": result.repeated}).data
+        headers = {"Location": f"/api/sends/{key}/"} if first_waited else {}
+        return Response(data, status=status.HTTP_202_ACCEPTED if first_waited else status.HTTP_200_OK,
+                        headers=headers)
+
+
+class ChannelCloseView(SlctAPIView):
+    required_permissions = {"POST": [perms.CHANGE_CHANNEL]}
+    lookup_names = {"name": "channel"}
+
+    @extend_schema(
+        operation_id="channels_close", tags=["channels"],
+        summary="Close a channel: blocked receivers and senders fire with `closed`; closing twice is a no-op",
+        request=None,
+        responses={200: s.CloseResultSerializer, **_errors(*WRITE_ERRORS)},
+    )
+    def post(self, request: Request, name: str) -> Response:
+        changed = services.close_channel(name)
+        return Response(s.CloseResultSerializer(services.get_channel(name), context={"changed": changed}).data)
+
+
+class SendDetailView(SlctAPIView):
+    required_permissions = {"GET": [perms.VIEW_SEND]}
+    serializer_class = s.SendRecordSerializer
+    lookup_names = {"key": "send"}
+
+    @extend_schema(
+        operation_id="sends_retrieve", tags=["channels"],
+        summary="An external send by its idempotency key: waiting, received, closed, delivered, ...",
+        responses={200: s.SendRecordSerializer, **_errors(401, 403, 404)},
+    )
+    def get(self, request: Request, key: str) -> Response:
+        return Response(s.SendRecordSerializer(services.get_send(key)).data)
