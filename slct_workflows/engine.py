@@ -14,7 +14,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Callable
+from typing import Any
 
 from django.db import transaction
 from django.db.models import F
@@ -124,10 +124,8 @@ class Step:
             if _is_db_conflict(exc):
                 raise  # deadlock / serialization failure: retry the whole transaction
             return self._failed(exc, traceback.format_exc(), deterministic=False)
-        channels.wake_after_commit(self.locked, self.woken) if self.locked else dispatch.after_commit_wake(self.woken)
+        channels.wake_after_commit(self.locked, self.woken)
         return StepResult(ran=True, runnable_again=runnable_again, woken=tuple(self.woken))
-
-    locked: channels.LockedChannels | None = None
 
     def _call(self, definition: Definition, instance: Any, p: Process) -> None:
         g = self.g
@@ -314,8 +312,12 @@ class Step:
 
     # -- failures ----------------------------------------------------------------------------
     def _failed(self, exc: BaseException, tb: str, *, deterministic: bool) -> StepResult:
+        # The savepoint rolled the database back; the in-memory rows may hold half-applied edits.
+        self.proc.refresh_from_db()
+        self.g.refresh_from_db()
         proc, g = self.proc, self.g
         self.woken = []
+        self.detail = {}
         g.attempts += 1
         g.last_error = f"{type(exc).__name__}: {exc}"
         give_up = deterministic or g.attempts >= conf.max_attempts()
