@@ -88,5 +88,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 
 
 def not_found_view(request, *args: Any, **kwargs: Any) -> JsonResponse:
-    """Unknown URLs under /api/ answer in JSON too."""
-    return JsonResponse(error_body("not_found", f"no API endpoint at {request.path}"), status=404)
+    """Unknown URLs under /api/ answer in JSON too (with a hint when only the slash is missing)."""
+    from django.urls import Resolver404, resolve
+
+    detail = f"no API endpoint at {request.path}"
+    if not request.path.endswith("/"):
+        try:
+            if resolve(request.path + "/").func is not not_found_view:
+                detail += f" (did you mean {request.path}/ ?)"
+        except Resolver404:
+            pass
+    return JsonResponse(error_body("not_found", detail), status=404)

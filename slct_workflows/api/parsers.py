@@ -3,6 +3,7 @@ database (no NaN/Infinity, no NUL characters, no unpaired surrogates)."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -28,6 +29,9 @@ def check_storable(value: Any, depth: int = 0, where: str = "body") -> None:
     if isinstance(value, str):
         if UNSTORABLE.search(value):
             raise ValueError(f"{where} contains a NUL character or an unpaired surrogate (\\u0000, \\ud800-\\udfff)")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where} contains a number out of range (it overflows to infinity)")
     elif isinstance(value, dict):
         for key, item in value.items():
             check_storable(key, depth + 1, where)

@@ -15,6 +15,17 @@ MAX_NAME = 200
 MAX_CAPACITY = 2_147_483_647  # a PositiveIntegerField on every database
 
 
+class StrictCharField(serializers.CharField):
+    """A CharField that takes only strings (no silent `12` -> "12")."""
+
+    default_error_messages = {"invalid": "Not a valid string."}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 # -- errors -----------------------------------------------------------------------------------
 
 class ErrorSerializer(serializers.Serializer):
@@ -106,8 +117,8 @@ class ProcessDetailSerializer(ProcessSerializer):
 
 
 class StartProcessSerializer(serializers.Serializer):
-    definition = serializers.CharField(max_length=MAX_NAME, help_text="a name from GET /api/definitions/")
-    id = serializers.CharField(
+    definition = StrictCharField(max_length=MAX_NAME, help_text="a name from GET /api/definitions/")
+    id = StrictCharField(
         required=False, allow_null=True, max_length=MAX_NAME,
         help_text="optional process id; starting again with the same id and input returns the same process",
     )
@@ -139,7 +150,7 @@ class ProcessFilterSerializer(serializers.Serializer):
 
 
 class CancelSerializer(serializers.Serializer):
-    reason = serializers.CharField(required=False, allow_blank=True, max_length=1000, default="")
+    reason = StrictCharField(required=False, allow_blank=True, max_length=1000, default="")
 
 
 class EventSerializer(serializers.ModelSerializer):
@@ -206,7 +217,7 @@ class ChannelDetailSerializer(serializers.ModelSerializer):
 
 
 class CreateChannelSerializer(serializers.Serializer):
-    name = serializers.CharField(
+    name = StrictCharField(
         required=False, allow_null=True, max_length=MAX_NAME, help_text="optional; generated when missing",
     )
     capacity = serializers.IntegerField(
@@ -220,7 +231,7 @@ class ChannelFilterSerializer(serializers.Serializer):
 
 
 class SendSerializer(serializers.Serializer):
-    value = serializers.JSONField(help_text="any JSON value (null included)")
+    value = serializers.JSONField(allow_null=True, help_text="any JSON value (null included)")
     wait = serializers.BooleanField(
         default=True,
         help_text="true: with no receiver ready (and no buffer room) the send waits (202); "

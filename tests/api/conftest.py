@@ -22,6 +22,11 @@ COUNTED = [
 
 
 @pytest.fixture(autouse=True)
+def fast_passwords(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def run(db):
     with WorkflowRunner() as runner:
         yield runner
