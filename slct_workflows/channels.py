@@ -36,6 +36,7 @@ class LockedChannels:
     # Owners already checked in this transaction: True = still waiting (and now locked).
     live: dict[Hashable, bool] = field(default_factory=dict)
     woken: list[int] = field(default_factory=list)  # goroutine ids to enqueue after commit
+    owners: dict[Hashable, dict] = field(default_factory=dict)  # owner -> {"process", "goroutine"}
 
     def state(self, name: str) -> semantics.ChannelState:
         return self.states[name]
@@ -51,25 +52,42 @@ def ensure(names: Iterable[str], capacities: dict[str, int] | None = None) -> No
         )
 
 
-def lock(names: Iterable[str]) -> LockedChannels:
+def _select_locked(names: list[str]) -> dict[str, Channel]:
+    return {c.name: c for c in Channel.objects.select_for_update().filter(name__in=names).order_by("name")}
+
+
+def lock(names: Iterable[str], *, create: bool = False) -> LockedChannels:
+    """Lock the named channels in name order; with `create`, missing ones are made unbuffered.
+
+    Creating after locking the others takes the new rows out of order; only a first use of a
+    name pays that, and a deadlock it could cause is retried like any other.
+    """
     wanted = sorted(set(names))
-    rows = {c.name: c for c in Channel.objects.select_for_update().filter(name__in=wanted).order_by("name")}
+    rows = _select_locked(wanted) if wanted else {}
+    missing = [n for n in wanted if n not in rows]
+    if missing and create:
+        ensure(missing)
+        rows.update(_select_locked(missing))
+        rows = dict(sorted(rows.items()))
     states = {n: semantics.ChannelState(name=n, capacity=c.capacity, closed=c.closed) for n, c in rows.items()}
     buffer_ids: dict[str, list[int]] = {n: [] for n in rows}
-    for bid, chan, value in BufferedValue.objects.filter(channel_id__in=rows).order_by("channel_id", "seq").values_list(
+    buffered = [n for n, c in rows.items() if c.capacity > 0]  # unbuffered channels never hold values
+    for bid, chan, value in BufferedValue.objects.filter(channel_id__in=buffered).order_by("channel_id", "seq").values_list(
         "id", "channel_id", "value"
-    ):
+    ) if buffered else ():
         states[chan].buffer.append(value)
         buffer_ids[chan].append(bid)
     locked = LockedChannels(rows=rows, states=states, buffer_ids=buffer_ids)
     pending = (
         PendingCase.objects.filter(channel_id__in=rows, kind__in=["recv", "send"])
         .order_by("id")
-        .values_list("id", "channel_id", "kind", "goroutine_id", "external_send_id", "wait_seq", "target", "value")
+        .values_list("id", "channel_id", "kind", "goroutine_id", "external_send_id", "wait_seq", "target", "value",
+                     "goroutine__process_id", "goroutine__name")
     )
-    for pid, chan, kind, gid, key, wait_seq, target, value in pending:
+    for pid, chan, kind, gid, key, wait_seq, target, value, process_id, gname in pending:
         owner = goroutine_owner(gid) if gid is not None else external_owner(key)
         locked.wait_seqs[owner] = wait_seq
+        locked.owners[owner] = {"process": process_id, "goroutine": gname} if gid is not None else {"external": key}
         waiter = semantics.Waiter(ref=pid, owner=owner, op=kind, target=target, value=value)
         (states[chan].receivers if kind == "recv" else states[chan].senders).append(waiter)
     return locked

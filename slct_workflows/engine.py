@@ -1,11 +1,12 @@
 """One step in one transaction.
 
-lock the process row -> load state -> call the method (in a savepoint) -> lock the channels it
+lock the process row -> load state -> call the method -> lock the channels it
 touches (sorted) -> apply closes, new goroutines, the select (firing counterparts, locked and
 re-checked) or finish -> save state, history event, outbox -> commit -> enqueue wake-ups.
 
 A wake-up is consumed by the commit that uses it: a duplicate job finds the goroutine no longer
-runnable (or not yet due for retry) and does nothing.
+runnable (or not yet due for retry) and does nothing. A method that raises rolls the whole
+transaction back (its own ORM writes included); the failure is recorded in a second one.
 """
 from __future__ import annotations
 
@@ -37,6 +38,16 @@ class StepResult:
     ran: bool
     runnable_again: bool = False  # the goroutine's select fired at once: it can run another step
     woken: tuple[int, ...] = ()
+    blocked: bool = False  # the goroutine is blocked: only a due timer can make it run
+
+
+class StepFailed(Exception):
+    """The step's method (or its declarations) raised; its transaction has been rolled back."""
+
+    def __init__(self, exc: BaseException, tb: str, *, deterministic: bool, wait_seq: int, attempts: int) -> None:
+        super().__init__(str(exc))
+        self.exc, self.tb, self.deterministic = exc, tb, deterministic
+        self.wait_seq, self.attempts = wait_seq, attempts
 
 
 # -- timers -----------------------------------------------------------------------------------
@@ -68,32 +79,63 @@ def fire_due_timer(goroutine_id: int) -> bool:
     return with_db_retries(attempt)
 
 
+
 # -- the step ---------------------------------------------------------------------------------
 
 def run_step(goroutine_id: int) -> StepResult:
-    return with_db_retries(lambda: _step(goroutine_id))
+    try:
+        return with_db_retries(lambda: _step(goroutine_id))
+    except StepFailed as failure:
+        # Recorded in a transaction of its own: the failed step left nothing behind, not even
+        # writes the user's method made through the ORM.
+        return with_db_retries(lambda: _record_failure(goroutine_id, failure))
+
+
+def _lock_process(goroutine_id: int) -> tuple[ProcessInstance, Goroutine, list[Goroutine]] | None:
+    proc = (
+        ProcessInstance.objects.select_for_update(of=("self",)).filter(goroutines__id=goroutine_id).first()
+    )
+    if proc is None:
+        return None
+    # Not locked: under the process lock nothing else changes a runnable goroutine
+    # (counterparts only fire blocked ones), and locking it here would invert the lock order.
+    goroutines = list(Goroutine.objects.filter(process=proc))
+    g = next(x for x in goroutines if x.id == goroutine_id)
+    return proc, g, goroutines
 
 
 def _step(goroutine_id: int) -> StepResult:
     with transaction.atomic():
-        process_id = Goroutine.objects.filter(pk=goroutine_id).values_list("process_id", flat=True).first()
-        if process_id is None:
+        locked = _lock_process(goroutine_id)
+        if locked is None:
             return StepResult(ran=False)
-        proc = ProcessInstance.objects.select_for_update().get(pk=process_id)
-        # Not locked: under the process lock nothing else changes a runnable goroutine
-        # (counterparts only fire blocked ones), and locking it here would invert the lock order.
-        g = Goroutine.objects.get(pk=goroutine_id)
+        proc, g, goroutines = locked
         now = clock.now()
-        if proc.status != ProcessStatus.RUNNING or g.status != GoroutineStatus.RUNNABLE:
+        if proc.status != ProcessStatus.RUNNING:
             return StepResult(ran=False)
+        if g.status != GoroutineStatus.RUNNABLE:
+            return StepResult(ran=False, blocked=g.status == GoroutineStatus.BLOCKED)
         if g.retry_at and g.retry_at > now:
             return StepResult(ran=False)
-        return Step(proc, g, now).run()
+        return Step(proc, g, now, goroutines).run()
+
+
+def _record_failure(goroutine_id: int, failure: StepFailed) -> StepResult:
+    with transaction.atomic():
+        locked = _lock_process(goroutine_id)
+        if locked is None:
+            return StepResult(ran=False)
+        proc, g, goroutines = locked
+        if (proc.status != ProcessStatus.RUNNING or g.status != GoroutineStatus.RUNNABLE
+                or g.wait_seq != failure.wait_seq or g.attempts != failure.attempts):
+            return StepResult(ran=False)  # a duplicate job got here first
+        return Step(proc, g, clock.now(), goroutines).failed(failure)
 
 
 class Step:
-    def __init__(self, proc: ProcessInstance, g: Goroutine, now: datetime) -> None:
+    def __init__(self, proc: ProcessInstance, g: Goroutine, now: datetime, goroutines: list[Goroutine]) -> None:
         self.proc, self.g, self.now = proc, g, now
+        self.goroutine_names = {x.name for x in goroutines}
         self.started = time.perf_counter()
         self.woken: list[int] = []
         self.detail: dict[str, Any] = {}
@@ -105,25 +147,21 @@ class Step:
         proc, g = self.proc, self.g
         try:
             definition = registry.get(proc.definition, proc.version or None)
-        except NotFound as exc:
-            return self._failed(exc, "", deterministic=True)
-        instance = definition.load_state(proc.state)
-        others = set(Goroutine.objects.filter(process=proc).values_list("name", flat=True))
-        p = Process(
-            process_id=proc.id, definition=proc.definition, goroutine=g.name, method=g.next_method,
-            instance=instance, now=self.now, closed=g.next_closed, existing_goroutines=others,
-        )
-        try:
-            with transaction.atomic():  # user code's own ORM writes roll back with a failed step
-                self._call(definition, instance, p)
-                state = self._encode_state(definition, instance, p)
-                runnable_again = self._apply(definition, p, state)
-        except DeclarationError as exc:
-            return self._failed(exc, traceback.format_exc(), deterministic=True)
+            instance = definition.load_state(proc.state)
+            p = Process(
+                process_id=proc.id, definition=proc.definition, goroutine=g.name, method=g.next_method,
+                instance=instance, now=self.now, closed=g.next_closed, existing_goroutines=self.goroutine_names,
+            )
+            self._call(definition, instance, p)
+            state = self._encode_state(definition, instance, p)
+            runnable_again = self._apply(definition, p, state)
         except Exception as exc:
             if _is_db_conflict(exc):
                 raise  # deadlock / serialization failure: retry the whole transaction
-            return self._failed(exc, traceback.format_exc(), deterministic=False)
+            raise StepFailed(
+                exc, traceback.format_exc(), deterministic=isinstance(exc, (DeclarationError, NotFound)),
+                wait_seq=g.wait_seq, attempts=g.attempts,
+            ) from exc
         channels.wake_after_commit(self.locked, self.woken)
         return StepResult(ran=True, runnable_again=runnable_again, woken=tuple(self.woken))
 
@@ -165,8 +203,7 @@ class Step:
         if proc.result_channel:
             names.add(proc.result_channel)  # this step may end the process and answer its parent
         self._make_channels(p, d.made)
-        channels.ensure(names)
-        self.locked = locked = channels.lock(names)
+        self.locked = locked = channels.lock(names, create=True)
 
         for name in d.closes:
             if channels.close(locked, name, self.now, self.source):
@@ -257,7 +294,7 @@ class Step:
         source = None
         for fire in decision.fires:
             if fire.waiter.op == "send" and case.kind == semantics.RECV:
-                source = self._owner_source(fire.waiter.owner)
+                source = locked.owners.get(fire.waiter.owner)
         channels.apply(locked, decision, self.now, self.source)
         for fire in decision.fires:
             if fire.waiter.owner[0] == "g":
@@ -270,13 +307,6 @@ class Step:
         g.next_source = source
         g.runnable_since = self.now
         return True, "fired " + g.next_case
-
-    def _owner_source(self, owner) -> dict:
-        kind, ident = owner
-        if kind == "g":
-            pid, name = Goroutine.objects.filter(pk=ident).values_list("process_id", "name").get()
-            return {"process": pid, "goroutine": name}
-        return {"external": ident}
 
     def _finish(self, output: Any, locked: channels.LockedChannels) -> None:
         proc, g = self.proc, self.g
@@ -311,13 +341,9 @@ class Step:
         event.save()
 
     # -- failures ----------------------------------------------------------------------------
-    def _failed(self, exc: BaseException, tb: str, *, deterministic: bool) -> StepResult:
-        # The savepoint rolled the database back; the in-memory rows may hold half-applied edits.
-        self.proc.refresh_from_db()
-        self.g.refresh_from_db()
+    def failed(self, failure: StepFailed) -> StepResult:
         proc, g = self.proc, self.g
-        self.woken = []
-        self.detail = {}
+        exc, tb, deterministic = failure.exc, failure.tb, failure.deterministic
         g.attempts += 1
         g.last_error = f"{type(exc).__name__}: {exc}"
         give_up = deterministic or g.attempts >= conf.max_attempts()

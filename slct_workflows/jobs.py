@@ -18,10 +18,11 @@ def wake(goroutine_id: int) -> int:
     """Run the goroutine while it stays runnable (its selects firing at once), up to a batch
     limit; fire a due timer first if it is blocked. Returns the number of steps run."""
     fresh_connection()
-    engine.fire_due_timer(goroutine_id)
     steps = 0
     for _ in range(conf.steps_per_job()):
         result = engine.run_step(goroutine_id)
+        if result.blocked and engine.fire_due_timer(goroutine_id):
+            continue
         if not result.ran:
             break
         steps += 1

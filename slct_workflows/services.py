@@ -225,9 +225,7 @@ def send(channel: str, value: Any, key: str, *, wait: bool = True, create: bool 
             previous = ExternalSend.objects.filter(pk=key).first()
             if previous is not None:
                 return _repeat(previous, fp)
-            if create:
-                channels.ensure([channel])
-            locked = channels.lock([channel])
+            locked = channels.lock([channel], create=create)
             if channel not in locked.rows:
                 raise NotFound(f"unknown channel {channel!r}")
             seen: dict[str, str] = {}
@@ -258,7 +256,8 @@ def send(channel: str, value: Any, key: str, *, wait: bool = True, create: bool 
                 record.status = SendStatus.DELIVERED if outcome == "delivered" else SendStatus.BUFFERED
                 if decision.fires:
                     record.delivered_at = now
-                    record.delivered_to = _owner_label(decision.fires[0].waiter.owner)
+                    who = locked.owners.get(decision.fires[0].waiter.owner, {})
+                    record.delivered_to = f"{who.get('process', '')}/{who.get('goroutine', '')}"
             record.save()
             Event.objects.create(
                 process=None, kind=EventKind.SEND, channel=channel, value=value, source=source,
@@ -271,14 +270,6 @@ def send(channel: str, value: Any, key: str, *, wait: bool = True, create: bool 
         return result
 
     return with_db_retries(attempt)
-
-
-def _owner_label(owner) -> str:
-    kind, ident = owner
-    if kind == "g":
-        pid, name = Goroutine.objects.filter(pk=ident).values_list("process_id", "name").get()
-        return f"{pid}/{name}"
-    return f"external:{ident}"
 
 
 def _repeat(previous: ExternalSend, fp: str) -> SendResult:

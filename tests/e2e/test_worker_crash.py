@@ -24,10 +24,11 @@ def test_sigkill_mid_step_then_sweep_runs_the_step_exactly_once(worker_pool, tmp
     pid = services.start_process(
         "e2e-slow-counter", {"target": sends, "channel": "crash-c", "marker_dir": str(markers), "delay": 3.0}
     ).process.id
-    worker = worker_pool.start(1, extra_env=WORKFLOWS)[0]
-    wait_until(lambda: ProcessInstance.objects.get(pk=pid).step_count >= 2, message="Main_Start")
+    # Sent before any worker runs: they wait as pending sends, so the test process never
+    # competes with the sleeping step for SQLite's single writer lock.
     for i in range(sends):
-        services.send("crash-c", i, f"crash-{i}")
+        assert services.send("crash-c", i, f"crash-{i}", create=True).status == "waiting"
+    worker = worker_pool.start(1, extra_env=WORKFLOWS)[0]
 
     # The first Main_Count step starts (marker written), then sleeps inside its transaction.
     wait_until(lambda: any(markers.iterdir()), timeout=20, message=f"a step to begin\n{worker_pool.logs()}")
