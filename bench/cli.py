@@ -1,0 +1,232 @@
+"""`python -m bench`: ceilings, our runtime, and the DBOS peer, in one run, on one database.
+
+    python -m bench --db postgres            # PostgreSQL slct_bench + the machine's Redis (db 1)
+    python -m bench --db sqlite              # SQLite (WAL) + an embedded redis-server on port 6395
+    python -m bench --workers 2 --worker-class simple --duration 10 --json out.json --profile
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .infra import DATA, ROOT, WORKER_CLASSES, BenchEnv, WorkerPool, drop_queue_keys, ensure_redis, fresh_database, \
+    log, sqlite_path, stop_redis
+
+SCENARIOS = ["ceilings", "pingpong", "fanin", "timers", "peer"]
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
+    ap.add_argument("--database-url", help="default: postgres://postgres@127.0.0.1:5432/slct_bench, or "
+                    "sqlite:///.slct/bench/bench.sqlite3 (the database is dropped and re-created)")
+    ap.add_argument("--redis-url", help="default: redis://127.0.0.1:6379/1 with --db postgres; with --db sqlite an "
+                    "embedded redis-server on --redis-port")
+    ap.add_argument("--redis-port", type=int, default=int(os.environ.get("SLCT_EMBEDDED_REDIS_PORT", "6395")))
+    ap.add_argument("--queue", default="slct-bench", help="RQ queue name of the bench's workers")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--worker-class", default="simple",
+                    help=f"{', '.join(WORKER_CLASSES)} or a dotted path (default: simple = rq.worker.SimpleWorker)")
+    ap.add_argument("--duration", type=float, default=8.0, help="seconds measured per scenario (default 8)")
+    ap.add_argument("--warmup", type=float, default=2.0, help="seconds before each measuring window (default 2)")
+    ap.add_argument("--pairs", type=int, default=50, help="ping-pong pairs (default 50)")
+    ap.add_argument("--latency-pairs", type=int, default=1,
+                    help="pairs of the unloaded ping-pong/naive runs that measure wake-up latency without "
+                    "queueing (default 1; 0 skips them)")
+    ap.add_argument("--chains", type=int, help="naive pipeline chains (default: --pairs, one per runnable goroutine)")
+    ap.add_argument("--senders", type=int, default=100, help="fan-in senders (default 100)")
+    ap.add_argument("--capacity", type=int, default=10, help="fan-in channel capacity (default 10)")
+    ap.add_argument("--timers", type=int, default=1000, help="processes waiting on one deadline (default 1000)")
+    ap.add_argument("--timer-lead", type=float, help="seconds from starting the timer processes to their deadline "
+                    "(default: estimated from the ping-pong step rate)")
+    ap.add_argument("--peer", choices=["dbos", "none"], default="dbos")
+    ap.add_argument("--dbos-poll", type=float, default=0.01,
+                    help="DBOS notification_listener_polling_interval_sec (its recv wake-up on SQLite; "
+                    "PostgreSQL uses LISTEN/NOTIFY). Default 0.01")
+    ap.add_argument("--only", help=f"comma-separated subset of {','.join(SCENARIOS)}")
+    ap.add_argument("--profile", action="store_true",
+                    help="after the figures, one more ping-pong pass on pyinstrument-profiled workers")
+    ap.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    args = ap.parse_args(argv)
+    args.chains = args.chains or args.pairs
+    args.only = set(SCENARIOS) if not args.only else set(args.only.split(","))
+    unknown = args.only - set(SCENARIOS)
+    if unknown:
+        ap.error(f"--only: unknown {sorted(unknown)}")
+    return args
+
+
+def make_env(args: argparse.Namespace) -> BenchEnv:
+    if args.db == "postgres":
+        url = args.database_url or "postgres://postgres@127.0.0.1:5432/slct_bench"
+        redis_url = args.redis_url or "redis://127.0.0.1:6379/1"
+        port = None
+    else:
+        url = args.database_url or f"sqlite:///{sqlite_path()}"
+        port = None if args.redis_url else args.redis_port
+        redis_url = args.redis_url or f"redis://127.0.0.1:{port}/0"
+    if args.db == "sqlite" and not url.startswith("sqlite"):
+        raise SystemExit("--db sqlite needs a sqlite:/// --database-url")
+    return BenchEnv(db=args.db, database_url=url, redis_url=redis_url, queue=args.queue, workers=args.workers,
+                    worker_class=args.worker_class, embedded_redis_port=port)
+
+
+def machine() -> dict:
+    info = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    try:
+        model = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
+        info["cpu"] = model[0] if model else ""
+        mem = [line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal")]
+        info["mem_gib"] = round(int(mem[0]) / 1024 / 1024, 1)
+        info["load_at_start"] = os.getloadavg()
+    except OSError:
+        pass
+    return info
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    env = make_env(args)
+    t_begin = time.monotonic()
+    results: dict = {"args": {k: (sorted(v) if isinstance(v, set) else str(v) if isinstance(v, Path) else v)
+                              for k, v in vars(args).items()},
+                     "machine": machine(), "db": env.db}
+    logdir = DATA / "logs"
+    ensure_redis(env)
+    env.apply()
+    try:
+        fresh_database(env)
+        import django
+
+        django.setup()
+        from django.db import connection
+
+        results["db_version"] = _db_version(connection)
+        drop_queue_keys(env)
+        results.update(run_all(args, env, logdir))
+    finally:
+        stop_redis(env)
+    results["total_s"] = round(time.monotonic() - t_begin, 1)
+    results["machine"]["load_at_end"] = os.getloadavg()
+    from .report import render
+
+    table = render(results)
+    print(table)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1, default=str))
+        log(f"wrote {args.json}")
+
+
+def _db_version(connection) -> str:
+    with connection.cursor() as c:
+        if connection.vendor == "sqlite":
+            c.execute("select sqlite_version()")
+            return "SQLite " + c.fetchone()[0]
+        c.execute("show server_version")
+        return "PostgreSQL " + c.fetchone()[0]
+
+
+def run_all(args, env: BenchEnv, logdir: Path) -> dict:
+    from . import scenarios
+
+    out: dict = {}
+    if "ceilings" in args.only:
+        half = max(2.0, args.duration / 2)
+        log(f"1a: ORM step-shaped transactions, 1 connection, {half:.0f}s")
+        out["raw_1"] = scenarios.raw_transactions(env, half, 1)
+        if args.workers > 1:
+            log(f"1a: ORM step-shaped transactions, {args.workers} connections, {half:.0f}s")
+            out["raw_n"] = scenarios.raw_transactions(env, half, args.workers)
+    short = max(2.0, args.duration / 2)
+    runtime = {"ceilings", "pingpong", "fanin", "timers"} & args.only
+    if runtime or args.profile:
+        pool = WorkerPool(env, logdir)
+        log(f"starting {args.workers} {pool.worker_class} worker(s) on queue {env.queue}")
+        pool.start(args.workers)
+        try:
+            if "ceilings" in args.only:
+                log(f"1b: naive pipeline, {args.chains} chains, {args.duration:.0f}s")
+                out["naive"] = scenarios.naive_pipeline(env, args.chains, args.warmup, args.duration)
+                if args.latency_pairs:
+                    log(f"1b: naive pipeline, {args.latency_pairs} chain(s) (latency without queueing), {short:.0f}s")
+                    out["naive_1"] = scenarios.naive_pipeline(env, args.latency_pairs, 1.0, short)
+            if "pingpong" in args.only:
+                log(f"2a: ping-pong, {args.pairs} pairs, {args.duration:.0f}s")
+                out["pingpong"] = scenarios.pingpong(env, args.pairs, args.warmup, args.duration)
+                if args.latency_pairs:
+                    log(f"2a: ping-pong, {args.latency_pairs} pair(s) (latency without queueing), {short:.0f}s")
+                    out["pingpong_1"] = scenarios.pingpong(env, args.latency_pairs, 1.0, short)
+            if "fanin" in args.only:
+                log(f"2b: fan-in, {args.senders} senders -> 1 channel of capacity {args.capacity}, {args.duration:.0f}s")
+                out["fanin"] = scenarios.fanin(env, args.senders, args.capacity, args.warmup, args.duration)
+            if "timers" in args.only:
+                rate = (out.get("pingpong") or out.get("naive") or {}).get("steps_per_s") or 100.0
+                lead = args.timer_lead or min(60.0, 2.0 + 2.0 * args.timers / max(rate, 20.0))
+                log(f"2c: {args.timers} timers due together, {lead:.1f}s ahead")
+                out["timers"] = scenarios.timers(env, args.timers, lead)
+        except BaseException:
+            log("worker logs:\n" + pool.logs())
+            raise
+        finally:
+            pool.stop()
+        if args.profile:
+            out["profile"] = profile_pass(args, env, logdir)
+    if "peer" in args.only and args.peer == "dbos":
+        from . import dbos_peer
+
+        log(f"3: DBOS ping-pong, {args.pairs} pairs in {args.workers} DBOS process(es), {args.duration:.0f}s")
+        try:
+            out["dbos"] = dbos_peer.run_peer(
+                env.database_url, pairs=args.pairs, procs=args.workers, warmup=args.warmup, duration=args.duration,
+                poll=args.dbos_poll, env=env.environ(), logdir=logdir,
+            )
+            if args.latency_pairs:
+                log(f"3: DBOS ping-pong, {args.latency_pairs} pair(s) (latency without queueing), {short:.0f}s")
+                out["dbos_1"] = dbos_peer.run_peer(
+                    env.database_url, pairs=args.latency_pairs, procs=min(2, args.workers), warmup=1.0,
+                    duration=short, poll=args.dbos_poll, env=env.environ(), logdir=logdir,
+                )
+        except Exception as exc:  # reported in the table: the figures of the others still stand
+            out.setdefault("dbos", {"error": f"{type(exc).__name__}: {exc}"})
+            out["dbos_error"] = f"{type(exc).__name__}: {exc}"
+            log(f"DBOS peer failed: {exc}")
+    return out
+
+
+def profile_pass(args, env: BenchEnv, logdir: Path) -> dict:
+    import shutil
+
+    from . import profiling, scenarios
+
+    pdir = DATA / "profile"
+    shutil.rmtree(pdir, ignore_errors=True)
+    pool = WorkerPool(env, logdir, worker_class="bench.profiling.ProfiledSimpleWorker")
+    log(f"profile: ping-pong on {args.workers} pyinstrument-profiled SimpleWorker(s), {args.duration:.0f}s")
+    pool.start(args.workers, extra_env={"BENCH_PROFILE_DIR": str(pdir)})
+    t = time.monotonic()
+    try:
+        from django.utils import timezone
+
+        from slct_workflows.models import Event
+
+        t0 = timezone.now()
+        pp = scenarios.pingpong(env, args.pairs, 0.0, args.duration)
+    finally:
+        pool.stop()
+    steps = Event.objects.filter(kind="step", finished_at__gte=t0, process__definition="pingpong").count()
+    summary = profiling.summarize(pdir, steps)
+    summary["steps_per_s_profiled"] = pp["steps_per_s"]
+    summary["files"] = str(pdir)
+    log(f"profile written to {pdir} ({time.monotonic() - t:.0f}s)")
+    return summary
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

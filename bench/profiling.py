@@ -1,0 +1,111 @@
+"""`--profile`: where a worker's time goes during ping-pong.
+
+ProfiledSimpleWorker is rq's SimpleWorker with pyinstrument sampling the whole work loop (so the
+time spent waiting for jobs in Redis shows beside the time in jobs), plus exact counters for the
+time spent inside SQL calls (a Django execute_wrapper) and in execute_job. At shutdown it writes
+worker-<pid>.txt (pyinstrument's tree) and worker-<pid>.json (counters) to $BENCH_PROFILE_DIR.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+from rq.worker import SimpleWorker
+
+
+class _SqlTimer:
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.queries = 0
+        self.by_verb: Counter = Counter()
+        self.seconds_by_verb: Counter = Counter()
+
+    def __call__(self, execute, sql, params, many, context):
+        t = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            dt = time.perf_counter() - t
+            verb = sql.split(None, 1)[0].upper() if sql else "?"
+            if verb == "SELECT" and " FOR UPDATE" in sql:
+                verb = "SELECT FOR UPDATE"
+            self.seconds += dt
+            self.queries += 1
+            self.by_verb[verb] += 1
+            self.seconds_by_verb[verb] += dt
+
+
+class ProfiledSimpleWorker(SimpleWorker):
+    def work(self, *args, **kwargs):
+        from pyinstrument import Profiler
+
+        self._sql = _SqlTimer()
+        self._jobs = 0
+        self._job_seconds = 0.0
+        profiler = Profiler(interval=0.0005)
+        started = time.perf_counter()
+        profiler.start()
+        try:
+            return super().work(*args, **kwargs)
+        finally:
+            profiler.stop()
+            self._write(profiler, time.perf_counter() - started)
+
+    def execute_job(self, job, queue):
+        from django.db import connection
+
+        t = time.perf_counter()
+        try:
+            with connection.execute_wrapper(self._sql):
+                return super().execute_job(job, queue)
+        finally:
+            self._jobs += 1
+            self._job_seconds += time.perf_counter() - t
+
+    def _write(self, profiler, wall: float) -> None:
+        out = Path(os.environ.get("BENCH_PROFILE_DIR", "."))
+        out.mkdir(parents=True, exist_ok=True)
+        stem = out / f"worker-{os.getpid()}"
+        stem.with_suffix(".txt").write_text(
+            profiler.output_text(unicode=True, color=False, show_all=False, timeline=False)
+        )
+        stem.with_suffix(".json").write_text(json.dumps({
+            "wall_s": wall,
+            "jobs": self._jobs,
+            "job_s": self._job_seconds,
+            "sql_s": self._sql.seconds,
+            "sql_queries": self._sql.queries,
+            "sql_by_verb": dict(self._sql.by_verb),
+            "sql_s_by_verb": dict(self._sql.seconds_by_verb),
+        }, indent=1))
+
+
+def summarize(profile_dir: Path, steps: int) -> dict:
+    """Totals over the workers' counter files; per step where it makes sense."""
+    files = sorted(profile_dir.glob("worker-*.json"))
+    tot: dict = {"wall_s": 0.0, "jobs": 0, "job_s": 0.0, "sql_s": 0.0, "sql_queries": 0}
+    by_verb: Counter = Counter()
+    s_by_verb: Counter = Counter()
+    for f in files:
+        d = json.loads(f.read_text())
+        for k in tot:
+            tot[k] += d[k]
+        by_verb.update(d["sql_by_verb"])
+        s_by_verb.update(d["sql_s_by_verb"])
+    steps = max(steps, 1)
+    return {
+        "workers": len(files),
+        "steps": steps,
+        "jobs": tot["jobs"],
+        "steps_per_job": round(steps / max(tot["jobs"], 1), 2),
+        "busy_share": round(tot["job_s"] / tot["wall_s"], 3) if tot["wall_s"] else None,
+        "ms_per_step_in_jobs": round(1000 * tot["job_s"] / steps, 2),
+        "sql_ms_per_step": round(1000 * tot["sql_s"] / steps, 2),
+        "sql_share_of_job_time": round(tot["sql_s"] / tot["job_s"], 3) if tot["job_s"] else None,
+        "queries_per_step": round(tot["sql_queries"] / steps, 1),
+        "queries_per_step_by_verb": {k: round(v / steps, 2) for k, v in by_verb.most_common()},
+        "sql_ms_per_step_by_verb": {k: round(1000 * v / steps, 3) for k, v in s_by_verb.most_common()},
+    }

@@ -1,0 +1,163 @@
+"""The scenarios, run from the bench process against real workers (Django is set up by cli.py)."""
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from datetime import datetime, timedelta, timezone as dt_timezone
+
+from django.db import connection
+from django.utils import timezone
+
+from . import measure, naive
+from .infra import PYTHON, ROOT, BenchEnv, log, quiesce
+
+BIG = 10**9  # ping-pong rounds: the bench stops the processes, not the rounds
+
+
+def _run_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+def _wait_started(ids: list[str], timeout: float = 120.0) -> None:
+    """Until every process has run its first step (so the window measures the steady state)."""
+    from slct_workflows.models import Event
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if Event.objects.filter(process_id__in=ids, kind="step", method="Main_Start").count() >= len(ids):
+            return
+        time.sleep(0.1)
+
+
+def _window(warmup: float, duration: float, ids: list[str] | None = None) -> tuple[datetime, datetime]:
+    if ids:
+        _wait_started(ids)
+    time.sleep(warmup)
+    t0 = timezone.now()
+    time.sleep(duration)
+    return t0, timezone.now()
+
+
+# -- 1. ceilings ------------------------------------------------------------------------------
+
+def raw_transactions(env: BenchEnv, seconds: float, connections: int) -> dict:
+    """1a: step-shaped transactions back to back, on `connections` connections (processes)."""
+    run = _run_id()
+    pids = naive.make_rows(connections, f"raw-{run}")
+    if connections == 1:
+        connection.close()
+        n = naive.raw_loop(pids[0], seconds)
+        return {"connections": 1, "seconds": seconds, "tx": n, "tx_per_s": round(n / seconds, 1)}
+    connection.close()  # SQLite: no open handle in this process while the others write
+    start = time.time() + 3.0  # every process connected and ready, then all start together
+    procs = [
+        subprocess.Popen([PYTHON, "-m", "bench._raw_worker", pid, str(start), str(seconds)], cwd=ROOT,
+                         env=env.environ(), stdout=subprocess.PIPE, text=True)
+        for pid in pids
+    ]
+    counts = [int(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
+    n = sum(counts)
+    return {"connections": connections, "seconds": seconds, "tx": n, "tx_per_s": round(n / seconds, 1)}
+
+
+def naive_pipeline(env: BenchEnv, chains: int, warmup: float, duration: float) -> dict:
+    """1b: one RQ job per step-shaped transaction, each enqueueing the next, `chains` at once."""
+    run = _run_id()
+    pids = naive.make_rows(chains, f"naive-{run}")
+    naive.enqueue_naive(pids)
+    t0, t1 = _window(warmup, duration)
+    quiesce(env)
+    out = measure.naive_window(t0, t1, definition=naive.NAIVE_DEFINITION)
+    out["chains"] = chains
+    return out
+
+
+# -- 2. our runtime ---------------------------------------------------------------------------
+
+def pingpong(env: BenchEnv, pairs: int, warmup: float, duration: float) -> dict:
+    from slct_workflows import services
+
+    run = _run_id()
+    ids = []
+    for i in range(pairs):
+        a, b = f"pp-{run}-{i}-a", f"pp-{run}-{i}-b"
+        ids.append(services.start_process("pingpong", {"role": "pong", "inbox": a, "outbox": b, "rounds": BIG}).process.id)
+        ids.append(services.start_process("pingpong", {"role": "ping", "inbox": b, "outbox": a, "rounds": BIG}).process.id)
+    t0, t1 = _window(warmup, duration, ids)
+    quiesce(env)
+    out = measure.runtime_window(t0, t1, definitions=["pingpong"])
+    received = out["methods_per_s"].get("Main_Received", 0.0)
+    out["messages_per_s"] = received
+    out["pairs"] = pairs
+    return out
+
+
+def fanin(env: BenchEnv, senders: int, capacity: int, warmup: float, duration: float) -> dict:
+    from slct_workflows import services
+
+    run = _run_id()
+    chan = f"fanin-{run}"
+    services.create_channel(chan, capacity)
+    ids = [services.start_process("bench-sink", {"chan": chan}).process.id]
+    for _ in range(senders):
+        ids.append(services.start_process("bench-sender", {"chan": chan}).process.id)
+    t0, t1 = _window(warmup, duration, ids)
+    quiesce(env)
+    out = measure.runtime_window(t0, t1, definitions=["bench-sink", "bench-sender"])
+    out["messages_per_s"] = out["methods_per_s"].get("Main_Got", 0.0)
+    out["senders"], out["capacity"] = senders, capacity
+    return out
+
+
+def timers(env: BenchEnv, n: int, lead: float, timeout: float = 60.0) -> dict:
+    """n processes whose select waits for the same absolute deadline; lateness of each firing
+    (the Main_Fired step's commit minus the deadline). The deadline is `lead` seconds out (time
+    to start and arm them all), at half past a second: the runtime schedules RQ jobs in whole
+    seconds, so a deadline on a whole second would hide that rounding."""
+    from slct_workflows import services
+    from slct_workflows.models import Event, Goroutine, ProcessInstance
+
+    run = _run_id()
+    due = (timezone.now() + timedelta(seconds=lead)).replace(microsecond=500000)
+    t_start = time.monotonic()
+    ids = []
+    for i in range(n):
+        ids.append(services.start_process("bench-timer", {"due": due.isoformat(), "run": run, "i": i}).process.id)
+    started_in = time.monotonic() - t_start
+    armed_at = None
+    while timezone.now() < due + timedelta(seconds=timeout):
+        blocked = Goroutine.objects.filter(process_id__in=ids, status="blocked").count()
+        if armed_at is None and blocked == n:
+            armed_at = timezone.now()
+        done = ProcessInstance.objects.filter(pk__in=ids, status="done").count()
+        if done == n:
+            break
+        time.sleep(0.05 if timezone.now() > due else 0.2)
+    fired = list(
+        Event.objects.filter(process_id__in=ids, method="Main_Fired", kind="step").values_list("finished_at", "started_at")
+    )
+    armed_late = Event.objects.filter(process_id__in=ids, method="Main_Start", finished_at__gt=due).count()
+    quiesce(env)
+    late = [(f - due).total_seconds() for f, _ in fired]
+    late_start = [(s - due).total_seconds() for _, s in fired]
+    return {
+        "timers": n,
+        "fired": len(fired),
+        "due": due.isoformat(),
+        "lead_s": lead,
+        "started_in_s": round(started_in, 2),
+        "armed_before_due": armed_at is not None and armed_at <= due and armed_late == 0,
+        "armed_s_before_due": round((due - armed_at).total_seconds(), 2) if armed_at else None,
+        "armed_late": armed_late,
+        "lateness": measure.summary_ms(late),
+        "lateness_to_start": measure.summary_ms(late_start),
+        "within_1s": sum(1 for x in late if x <= 1.0),
+        "first_ms": round(min(late) * 1000, 1) if late else None,
+        # how fast the burst was worked off: firings per second between the first and the last
+        "fire_rate": round(len(fired) / (max(late) - min(late)), 1) if len(late) > 1 and max(late) > min(late) else None,
+    }
+
+
+def utcnow() -> datetime:
+    return datetime.now(dt_timezone.utc)
