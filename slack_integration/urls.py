@@ -1,2 +1,11 @@
-"""Slack endpoints (issue 4 fills these in)."""
-urlpatterns: list = []
+"""Mounted at /slack/ by slct_project/urls.py."""
+from django.urls import path
+
+from . import views
+
+app_name = "slack_integration"
+
+urlpatterns = [
+    path("interactivity/", views.interactivity, name="interactivity"),
+    path("commands/", views.commands, name="commands"),
+]

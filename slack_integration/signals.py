@@ -1,0 +1,60 @@
+"""Notice when a process leaves a question without an answer, so its Slack message is updated.
+
+The engine has no hooks of its own, so we listen to its model saves (cheap in-memory checks;
+a query only when a timer fired or a process ended):
+
+* a goroutine saved runnable with a timer case: its select timed out;
+* a process saved done or cancelled: its goroutines are gone.
+
+Then, in the same transaction, an outbox row for `jobs.sync_process` is recorded (so it is
+durable and happens only if that transaction commits); the job reconciles after commit.
+"""
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+from django.db.models.signals import post_save
+
+log = logging.getLogger("slack_integration")
+
+
+def _has_open_questions(process_id: str, goroutine: str | None = None) -> bool:
+    from .models import Kind, SlackMessage, Status
+
+    qs = SlackMessage.objects.filter(process_id=process_id, status=Status.OPEN).exclude(kind=Kind.POST)
+    if goroutine is not None:
+        qs = qs.filter(goroutine=goroutine)
+    return qs.exists()
+
+
+def _queue_sync(process_id: str, goroutine: str | None = None) -> None:
+    from . import services
+
+    try:
+        with transaction.atomic():  # a savepoint: a failure here never breaks the engine's step
+            if _has_open_questions(process_id, goroutine):
+                services.queue_job(services.SYNC_JOB, process_id, process_id=process_id)
+    except Exception:  # the `slack_sync` command and the admin page reconcile later
+        log.warning("could not queue a Slack sync for process %s", process_id, exc_info=True)
+
+
+def goroutine_saved(sender, instance, created, **kwargs) -> None:
+    from slct_workflows.models import GoroutineStatus
+
+    if instance.status == GoroutineStatus.RUNNABLE and (instance.next_case or "").startswith("timer"):
+        _queue_sync(instance.process_id, instance.name)
+
+
+def process_saved(sender, instance, created, **kwargs) -> None:
+    from slct_workflows.models import ProcessStatus
+
+    if not created and instance.status in (ProcessStatus.DONE, ProcessStatus.CANCELLED):
+        _queue_sync(instance.pk)
+
+
+def connect() -> None:
+    from slct_workflows.models import Goroutine, ProcessInstance
+
+    post_save.connect(goroutine_saved, sender=Goroutine, dispatch_uid="slack_integration.goroutine_saved")
+    post_save.connect(process_saved, sender=ProcessInstance, dispatch_uid="slack_integration.process_saved")
