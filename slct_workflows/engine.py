@@ -25,7 +25,7 @@ from .db import with_db_retries
 from .definitions import Definition, accepts_value, registry, value_decoder
 from .errors import DeclarationError, NotFound
 from .models import (
-    Event, EventKind, Goroutine, GoroutineStatus, Outbox, PendingCase, ProcessInstance, ProcessStatus,
+    Event, EventKind, Goroutine, GoroutineStatus, Outbox, PendingCase, ProcessInstance, ProcessStatus, new_id,
 )
 from .process import Process
 from .values import ValueError_, to_json
@@ -260,10 +260,11 @@ class Step:
             raise p._fail(str(exc)) from None
         if call.id and ProcessInstance.objects.filter(pk=call.id).exists():
             raise p._fail(f"call(): a process with id {call.id!r} already exists")
-        result_channel = f"result-{call.id or ProcessInstance._meta.pk.default()}"
+        child_id = call.id or new_id()
+        result_channel = f"result-{child_id}"
         channels.ensure([result_channel], {result_channel: 1})
         child, main = create_process_rows(
-            child_def, call.input, call.id, parent=self.proc, result_channel=result_channel, now=self.now
+            child_def, call.input, child_id, parent=self.proc, result_channel=result_channel, now=self.now
         )
         self.woken.append(main.id)
         self._note("called", child.id)

@@ -80,11 +80,8 @@ def run_outbox(outbox_id: int) -> str:
     return "done"
 
 
-SWEEP_JOB_ID = "slct-periodic-sweep"
-
-
 def sweep() -> dict:
-    """The periodic recovery sweep; it schedules its own next run (one job id, so never twice)."""
+    """The periodic recovery sweep; it schedules its own next run."""
     fresh_connection()
     report = services.sweep()
     schedule_sweep()
@@ -97,5 +94,13 @@ def schedule_sweep() -> None:
         return
     import django_rq
 
+    import time
+
     queue = django_rq.get_queue(conf.queue_name())
-    queue.enqueue_in(timedelta(seconds=interval), "slct_workflows.jobs.sweep", job_id=SWEEP_JOB_ID, result_ttl=0)
+    # One job id per time slot: several workers (or run.sh restarts) scheduling the next sweep
+    # collapse into one job, and the id differs from the running sweep's own (reusing it would
+    # let the finishing job delete its successor).
+    slot = int((time.time() + interval) // interval)
+    queue.enqueue_in(
+        timedelta(seconds=interval), "slct_workflows.jobs.sweep", job_id=f"slct-sweep-{slot}", result_ttl=0
+    )
