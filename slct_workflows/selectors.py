@@ -191,10 +191,10 @@ def related_events(events: list[Event], process_id: str, limit: int = 200) -> li
         if "seq" in src:
             wanted_seq.setdefault(pid, set()).add(src["seq"])
         else:  # the sender's latest step before this one
-            qs = Event.objects.filter(process_id=pid, started_at__lte=e.started_at)
+            qs = Event.objects.filter(process_id=pid, id__lt=e.pk)  # ids follow commit order; clocks may tie
             if src.get("goroutine"):
                 qs = qs.filter(goroutine=src["goroutine"])
-            found = qs.order_by("-started_at", "-seq").first()
+            found = qs.order_by("-id").first()
             if found is not None:
                 out[found.pk] = found
         if len(out) >= limit:
@@ -206,7 +206,7 @@ def related_events(events: list[Event], process_id: str, limit: int = 200) -> li
         process_id__isnull=True
     ).order_by("-id")[:limit]:
         out[found.pk] = found
-    return sorted(out.values(), key=lambda e: (e.started_at, e.pk))
+    return sorted(out.values(), key=lambda e: e.pk)
 
 
 @dataclass
@@ -224,7 +224,7 @@ class Dashboard:
 
 
 def dashboard(now: datetime | None = None, limit: int = 50) -> Dashboard:
-    from django.db.models import Count, Min
+    from django.db.models import Case, Count, Min, Value, When
 
     from .models import ProcessStatus
 
@@ -241,12 +241,13 @@ def dashboard(now: datetime | None = None, limit: int = 50) -> Dashboard:
     for r in (
         PendingCase.objects.filter(kind__in=["recv", "send"], channel__isnull=False)
         .filter(_really_waiting_q())
-        .values("channel_id", "kind", "external_send__isnull").annotate(n=Count("id"))
+        .annotate(external=Case(When(external_send__isnull=False, then=Value(1)), default=Value(0)))
+        .values("channel_id", "kind", "external").annotate(n=Count("id"))
     ):
         w = waiting.setdefault(
             r["channel_id"], {"channel": r["channel_id"], "receivers": 0, "senders": 0, "external_senders": 0}
         )
-        if not r["external_send__isnull"]:
+        if r["external"]:
             w["external_senders"] += r["n"]
         elif r["kind"] == "recv":
             w["receivers"] += r["n"]

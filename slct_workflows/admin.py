@@ -1,0 +1,393 @@
+"""The admin: every model inspectable, nothing editable by a stray form field.
+
+Rows change only through the service layer (operator actions with a confirmation step, in
+slct_workflows.admin_views), so every ModelAdmin here is read-only: the change page is a view page.
+Permissions for the actions:
+  cancel / retry a process, run the recovery sweep  -> slct_workflows.change_processinstance
+  send a value into a channel                       -> slct_workflows.add_externalsend
+  close a channel                                   -> slct_workflows.change_channel
+"""
+from __future__ import annotations
+
+from functools import partial
+
+from django.contrib import admin
+from django.db.models import Count, Q
+from django.urls import path
+from django.utils.html import format_html
+
+from . import clock, services
+from .admin_views import channel as channel_views
+from .admin_views import dashboard as dashboard_views
+from .admin_views import process as process_views
+from .admin_views.common import (
+    PERM_OPERATE_PROCESS, channel_link, json_block, process_link, process_url,
+)
+from .models import (
+    BufferedValue, Channel, Event, ExternalSend, Goroutine, Outbox, PendingCase, ProcessInstance,
+)
+
+# The admin index links to the dashboard (the default admin.site is kept).
+if admin.site.index_template is None:
+    admin.site.index_template = "admin/slct_workflows/index.html"
+
+
+def _preview(value, limit: int = 60) -> str:
+    import json
+
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Viewable and searchable; no add, change or delete through forms."""
+
+    list_per_page = 50
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def _mount(self, route: str, view, name: str):
+        info = self.opts.app_label, self.opts.model_name
+        return path(route, self.admin_site.admin_view(partial(view, self)), name=f"{info[0]}_{info[1]}_{name}")
+
+
+# -- processes -----------------------------------------------------------------------------------
+
+@admin.register(ProcessInstance)
+class ProcessInstanceAdmin(ReadOnlyAdmin):
+    list_display = ("id", "definition", "status_badge", "step_count", "live_goroutines", "created_at", "updated_at")
+    list_filter = ("status", "definition", "created_at")
+    search_fields = ("id", "definition", "error")
+    date_hierarchy = "created_at"
+    fields = (
+        "id", "definition", "version", "status_badge", "parent_link", "result_channel", "step_count",
+        "created_at", "updated_at", "finished_at", "input_json", "output_json", "error_block", "state_json",
+    )
+    readonly_fields = fields
+    change_form_template = "admin/slct_workflows/processinstance/change_form.html"
+    change_list_template = "admin/slct_workflows/processinstance/change_list.html"
+    actions = ("cancel_selected", "retry_selected")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(
+            n_live=Count("goroutines", filter=Q(goroutines__status__in=["runnable", "blocked", "failed"]))
+        )
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj):
+        colors = {"running": "#2f6f9f", "done": "#2e7d32", "failed": "#c62828", "cancelled": "#6b6b6b"}
+        return format_html(
+            '<span class="slct-status" style="color:{};font-weight:bold">{}</span>',
+            colors.get(obj.status, "#333"), obj.get_status_display(),
+        )
+
+    @admin.display(description="live goroutines", ordering="n_live")
+    def live_goroutines(self, obj):
+        return getattr(obj, "n_live", None)
+
+    @admin.display(description="parent")
+    def parent_link(self, obj):
+        return process_link(obj.parent_id)
+
+    @admin.display(description="input")
+    def input_json(self, obj):
+        return json_block(obj.input)
+
+    @admin.display(description="output")
+    def output_json(self, obj):
+        return json_block(obj.output)
+
+    @admin.display(description="state")
+    def state_json(self, obj):
+        return json_block(obj.state)
+
+    @admin.display(description="error")
+    def error_block(self, obj):
+        if not obj.error:
+            return "—"
+        return format_html('<pre class="slct-traceback">{}</pre>', obj.error)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        from django.contrib.admin.utils import unquote
+
+        proc = self.get_object(request, unquote(object_id))
+        extra = dict(extra_context or {})
+        if proc is not None and self.has_view_or_change_permission(request, proc):
+            extra.update(process_views.page_context(request, proc))
+        return super().change_view(request, object_id, form_url, extra_context=extra)
+
+    def changelist_view(self, request, extra_context=None):
+        from django.urls import reverse
+
+        extra = dict(extra_context or {})
+        extra["slct_dashboard_url"] = reverse("admin:slct_workflows_processinstance_dashboard")
+        return super().changelist_view(request, extra_context=extra)
+
+    def has_operate_permission(self, request) -> bool:
+        return request.user.has_perm(PERM_OPERATE_PROCESS)
+
+    @admin.action(description="Cancel selected processes…", permissions=["operate"])
+    def cancel_selected(self, request, queryset):
+        return process_views.bulk_action(
+            self, request, queryset, verb="cancel", past="cancelled", allowed="running or failed",
+            func=lambda pid: services.cancel_process(pid, reason="bulk cancel from the admin"),
+        )
+
+    @admin.action(description="Retry selected failed processes…", permissions=["operate"])
+    def retry_selected(self, request, queryset):
+        return process_views.bulk_action(
+            self, request, queryset, verb="retry", past="retried", allowed="failed", func=services.retry_process,
+        )
+
+    def get_urls(self):
+        return [
+            self._mount("dashboard/", dashboard_views.dashboard_view, "dashboard"),
+            self._mount("sweep/", dashboard_views.sweep_view, "sweep"),
+            self._mount("<path:object_id>/cancel/", process_views.cancel_view, "cancel"),
+            self._mount("<path:object_id>/retry/", process_views.retry_view, "retry"),
+            self._mount("<path:object_id>/timeline.svg", process_views.timeline_view, "timeline"),
+            *super().get_urls(),
+        ]
+
+
+@admin.register(Goroutine)
+class GoroutineAdmin(ReadOnlyAdmin):
+    list_display = ("__str__", "process_col", "name", "status", "next_method", "waiting_on", "attempts", "updated_at")
+    list_filter = ("status", "process__definition", "process__status")
+    search_fields = ("process__id", "name", "next_method", "last_error")
+    list_select_related = ("process",)
+    fields = (
+        "process_col", "name", "status", "waits_for", "next_method", "next_case", "next_value_json", "wait_seq",
+        "attempts", "retry_at", "last_error", "runnable_since", "created_at", "updated_at",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="process", ordering="process_id")
+    def process_col(self, obj):
+        return process_link(obj.process_id)
+
+    @admin.display(description="waits on")
+    def waiting_on(self, obj):
+        cases = list(obj.pending.all())
+        if not cases:
+            return "—"
+        return ", ".join("timer" if c.kind == "timer" else f"{c.kind} {c.channel_id}" for c in cases)
+
+    @admin.display(description="waits for")
+    def waits_for(self, obj):
+        from . import selectors
+        from .admin_views.common import waits_html
+
+        view = next((g for g in selectors.goroutines(obj.process_id) if g.id == obj.id), None)
+        return waits_html(view.waits_for()) if view else "—"
+
+    @admin.display(description="next value")
+    def next_value_json(self, obj):
+        return json_block(obj.next_value)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("pending")
+
+
+@admin.register(Channel)
+class ChannelAdmin(ReadOnlyAdmin):
+    list_display = ("name", "capacity", "closed", "buffered", "receivers", "senders", "created_at")
+    list_filter = ("closed", "capacity")
+    search_fields = ("name",)
+    fields = ("name", "capacity", "closed", "next_seq", "created_at", "closed_at")
+    readonly_fields = fields
+    change_form_template = "admin/slct_workflows/channel/change_form.html"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(
+            n_buffer=Count("buffer", distinct=True),
+            n_recv=Count("pending", filter=Q(pending__kind="recv"), distinct=True),
+            n_send=Count("pending", filter=Q(pending__kind="send"), distinct=True),
+        )
+
+    @admin.display(description="buffered", ordering="n_buffer")
+    def buffered(self, obj):
+        return obj.n_buffer
+
+    @admin.display(description="receivers waiting", ordering="n_recv")
+    def receivers(self, obj):
+        return obj.n_recv
+
+    @admin.display(description="senders waiting", ordering="n_send")
+    def senders(self, obj):
+        return obj.n_send
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        from django.contrib.admin.utils import unquote
+
+        chan = self.get_object(request, unquote(object_id))
+        extra = dict(extra_context or {})
+        if chan is not None and self.has_view_or_change_permission(request, chan):
+            extra.update(channel_views.page_context(request, chan))
+        return super().change_view(request, object_id, form_url, extra_context=extra)
+
+    def get_urls(self):
+        return [
+            self._mount("<path:object_id>/send/", channel_views.send_view, "send"),
+            self._mount("<path:object_id>/close/", channel_views.close_view, "close"),
+            *super().get_urls(),
+        ]
+
+
+@admin.register(BufferedValue)
+class BufferedValueAdmin(ReadOnlyAdmin):
+    list_display = ("id", "channel_col", "seq", "value_preview", "sender", "created_at")
+    search_fields = ("channel__name",)
+    list_filter = ("channel__closed",)
+    fields = ("channel_col", "seq", "value_json", "source", "created_at")
+    readonly_fields = fields
+    ordering = ("channel", "seq")
+
+    @admin.display(description="channel", ordering="channel_id")
+    def channel_col(self, obj):
+        return channel_link(obj.channel_id)
+
+    @admin.display(description="value")
+    def value_preview(self, obj):
+        return _preview(obj.value)
+
+    @admin.display(description="value")
+    def value_json(self, obj):
+        return json_block(obj.value)
+
+    @admin.display(description="sent by")
+    def sender(self, obj):
+        src = obj.source or {}
+        if src.get("process"):
+            return format_html('<a href="{}">{}/{}</a>', process_url(src["process"]), src["process"],
+                               src.get("goroutine", ""))
+        return f"outside ({src['external']})" if src.get("external") else "—"
+
+
+class OverdueFilter(admin.SimpleListFilter):
+    title = "timer"
+    parameter_name = "overdue"
+
+    def lookups(self, request, model_admin):
+        return (("yes", "overdue (deadline passed, goroutine blocked)"), ("no", "not yet due"))
+
+    def queryset(self, request, queryset):
+        now = clock.now()
+        if self.value() == "yes":
+            return queryset.filter(kind="timer", deadline__lt=now, goroutine__status="blocked")
+        if self.value() == "no":
+            return queryset.filter(kind="timer", deadline__gte=now)
+        return queryset
+
+
+@admin.register(PendingCase)
+class PendingCaseAdmin(ReadOnlyAdmin):
+    list_display = ("id", "owner", "kind", "channel_col", "deadline", "target", "case_index", "created_at")
+    list_filter = ("kind", OverdueFilter)
+    search_fields = ("channel__name", "goroutine__process__id", "goroutine__name", "target", "external_send__key")
+    list_select_related = ("goroutine", "external_send")
+    fields = ("owner", "kind", "channel_col", "case_index", "wait_seq", "deadline", "target", "value_json", "created_at")
+    readonly_fields = fields
+
+    @admin.display(description="waiting")
+    def owner(self, obj):
+        if obj.goroutine_id:
+            return format_html('<a href="{}">{}</a>', process_url(obj.goroutine.process_id), str(obj.goroutine))
+        return f"external send {obj.external_send_id}"
+
+    @admin.display(description="channel", ordering="channel_id")
+    def channel_col(self, obj):
+        return channel_link(obj.channel_id)
+
+    @admin.display(description="value")
+    def value_json(self, obj):
+        return json_block(obj.value)
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyAdmin):
+    list_display = ("id", "process_col", "seq", "kind", "goroutine", "method", "case", "channel", "started_at", "took")
+    list_filter = ("kind", "process__definition")
+    search_fields = ("process__id", "goroutine", "method", "channel", "error")
+    date_hierarchy = "started_at"
+    fields = (
+        "process_col", "seq", "kind", "goroutine", "method", "case", "channel", "value_json", "source",
+        "detail_json", "error", "traceback_block", "started_at", "finished_at",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="process", ordering="process_id")
+    def process_col(self, obj):
+        return process_link(obj.process_id)
+
+    @admin.display(description="took")
+    def took(self, obj):
+        return f"{obj.duration_ms:.1f} ms"
+
+    @admin.display(description="value")
+    def value_json(self, obj):
+        return json_block(obj.value)
+
+    @admin.display(description="detail")
+    def detail_json(self, obj):
+        return json_block(obj.detail)
+
+    @admin.display(description="traceback")
+    def traceback_block(self, obj):
+        return format_html('<pre class="slct-traceback">{}</pre>', obj.traceback) if obj.traceback else "—"
+
+
+@admin.register(ExternalSend)
+class ExternalSendAdmin(ReadOnlyAdmin):
+    list_display = ("key", "channel_col", "status", "value_preview", "created_at", "delivered_at", "delivered_to")
+    list_filter = ("status",)
+    search_fields = ("key", "channel", "delivered_to")
+    fields = ("key", "channel_col", "status", "value_json", "fingerprint", "created_at", "delivered_at", "delivered_to")
+    readonly_fields = fields
+
+    @admin.display(description="channel", ordering="channel")
+    def channel_col(self, obj):
+        return channel_link(obj.channel)
+
+    @admin.display(description="value")
+    def value_preview(self, obj):
+        return _preview(obj.value)
+
+    @admin.display(description="value")
+    def value_json(self, obj):
+        return json_block(obj.value)
+
+
+@admin.register(Outbox)
+class OutboxAdmin(ReadOnlyAdmin):
+    list_display = ("id", "process_col", "func", "status", "attempts", "not_before", "created_at", "done_at")
+    list_filter = ("status",)
+    search_fields = ("func", "process__id", "last_error")
+    fields = (
+        "process_col", "func", "args_json", "kwargs_json", "status", "attempts", "last_error", "result_json",
+        "not_before", "created_at", "done_at",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="process", ordering="process_id")
+    def process_col(self, obj):
+        return process_link(obj.process_id)
+
+    @admin.display(description="args")
+    def args_json(self, obj):
+        return json_block(obj.args)
+
+    @admin.display(description="kwargs")
+    def kwargs_json(self, obj):
+        return json_block(obj.kwargs)
+
+    @admin.display(description="result")
+    def result_json(self, obj):
+        return json_block(obj.result)

@@ -1,0 +1,167 @@
+"""The process page (extra context for the change view), its timeline, cancel and retry."""
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404, redirect
+
+from .. import clock, selectors, services, timeline
+from ..errors import SlctError
+from ..models import ProcessInstance, ProcessStatus
+from .common import (
+    PERM_OPERATE_PROCESS, PERM_SEND, can_view_processes, channel_url, confirm_page, confirmed, process_url, require,
+    service_error, waits_html,
+)
+
+TIMELINE_STEPS = 300  # the newest steps drawn; the history table pages through all of them
+HISTORY_ROWS = 200
+
+
+def timeline_svg(proc: ProcessInstance, *, prefix: str = "tl") -> str:
+    from ..models import Event
+
+    total = Event.objects.filter(process_id=proc.pk).count()
+    events = list(Event.objects.filter(process_id=proc.pk).order_by("-seq")[:TIMELINE_STEPS])[::-1]
+    views = selectors.goroutines(proc)
+    now = clock.now()
+    return timeline.render(
+        events,
+        process_id=proc.pk,
+        related=selectors.related_events(events, proc.pk),
+        statuses={g.name: g.status for g in views},
+        waiting={g.name: g.waits_for(now) for g in views if g.status in ("blocked", "runnable")},
+        prefix=prefix,
+        omitted=max(0, total - len(events)),
+        process_url=process_url,
+    )
+
+
+def page_context(request, proc: ProcessInstance) -> dict[str, Any]:
+    """What the process page shows beyond its fields."""
+    from ..models import Event
+
+    now = clock.now()
+    user = request.user
+    goroutines = []
+    for g in selectors.goroutines(proc):
+        goroutines.append({
+            "view": g,
+            "waits": waits_html(g.waits_for(now)),
+            "recv_channels": [
+                (name, channel_url(name, "send"))
+                for name in sorted({c.channel for c in g.cases if c.kind == "recv" and c.channel})
+            ],
+        })
+    history_qs = Event.objects.filter(process_id=proc.pk).order_by("-seq")
+    operate = user.has_perm(PERM_OPERATE_PROCESS)
+    return {
+        "slct_goroutines": goroutines,
+        "slct_channels": [(c, channel_url(c.name)) for c in selectors.process_channels(proc)],
+        "slct_timeline": timeline_svg(proc),
+        "slct_timeline_url": process_url(proc.pk, "timeline"),
+        "slct_history": list(history_qs[:HISTORY_ROWS]),
+        "slct_history_total": history_qs.count(),
+        "slct_can_cancel": operate and proc.status in (ProcessStatus.RUNNING, ProcessStatus.FAILED),
+        "slct_can_retry": operate and proc.status == ProcessStatus.FAILED,
+        "slct_can_send": user.has_perm(PERM_SEND),
+        "slct_cancel_url": process_url(proc.pk, "cancel"),
+        "slct_retry_url": process_url(proc.pk, "retry"),
+        "show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False,
+    }
+
+
+def timeline_view(model_admin, request, object_id: str) -> HttpResponse:
+    if not can_view_processes(request.user):
+        raise PermissionDenied
+    proc = get_object_or_404(ProcessInstance, pk=unquote(object_id))
+    response = HttpResponse(timeline_svg(proc), content_type="image/svg+xml; charset=utf-8")
+    response["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'"
+    return response
+
+
+def cancel_view(model_admin, request, object_id: str) -> HttpResponse:
+    require(request, PERM_OPERATE_PROCESS)
+    proc = get_object_or_404(ProcessInstance, pk=unquote(object_id))
+    if confirmed(request):
+        reason = request.POST.get("reason", "").strip()[:500]
+        try:
+            services.cancel_process(proc.pk, reason=reason)
+        except SlctError as exc:
+            service_error(request, exc, f"cancel process {proc.pk}")
+        else:
+            messages.success(request, f"Process {proc.pk} was cancelled; its goroutines stopped.")
+        return redirect(process_url(proc.pk))
+    live = [g for g in selectors.goroutines(proc) if g.status in ("runnable", "blocked", "failed")]
+    return confirm_page(
+        model_admin, request, obj=proc, danger=True, reason_field=True,
+        title=f"Cancel process {proc.pk}?",
+        question=(
+            f"Cancel the {proc.definition} process {proc.pk} (now {proc.status})? Every goroutine stops, "
+            "every pending case is removed and a parent waiting on it is woken. This cannot be undone."
+        ),
+        verb="Yes, cancel the process",
+        back_url=process_url(proc.pk),
+        details=[(g.name, g.waits_for()) for g in live],
+    )
+
+
+def retry_view(model_admin, request, object_id: str) -> HttpResponse:
+    require(request, PERM_OPERATE_PROCESS)
+    proc = get_object_or_404(ProcessInstance, pk=unquote(object_id))
+    if confirmed(request):
+        try:
+            services.retry_process(proc.pk)
+        except SlctError as exc:
+            service_error(request, exc, f"retry process {proc.pk}")
+        else:
+            messages.success(request, f"Process {proc.pk} is running again; its failed goroutines will re-run their step.")
+        return redirect(process_url(proc.pk))
+    failed = [g for g in selectors.goroutines(proc) if g.status == "failed"]
+    return confirm_page(
+        model_admin, request, obj=proc,
+        title=f"Retry process {proc.pk}?",
+        question=(
+            f"Put the {proc.definition} process {proc.pk} (now {proc.status}) back to work? "
+            "Its failed goroutines run their failed step again."
+        ),
+        verb="Yes, retry",
+        back_url=process_url(proc.pk),
+        details=[(g.name, f"{g.next_method}: {g.last_error}") for g in failed]
+        + ([("error", proc.error.splitlines()[0])] if proc.error else []),
+    )
+
+
+def bulk_action(model_admin, request, queryset, *, verb: str, past: str, func, allowed: str):
+    """Changelist action (cancel/retry selected): a confirmation page, then the service per process."""
+    if request.POST.get("confirm") == "yes":
+        done, failed = 0, 0
+        for pid in queryset.values_list("pk", flat=True):
+            try:
+                func(pid)
+                done += 1
+            except SlctError as exc:
+                failed += 1
+                service_error(request, exc, f"{verb} process {pid}")
+        if done:
+            messages.success(request, f"{verb.capitalize()}: {done} process(es).")
+        return None
+    procs = list(queryset[:200])
+    from django.contrib.admin import helpers
+
+    return confirm_page(
+        model_admin, request, danger=verb == "cancel",
+        title=f"{verb.capitalize()} {len(procs)} process(es)?",
+        question=f"{verb.capitalize()} these processes? Only {allowed} processes can be {past}; "
+                 "any other is reported as an error and left alone.",
+        verb=f"Yes, {verb}",
+        back_url=request.get_full_path(),
+        details=[(p.pk, f"{p.definition} · {p.status}") for p in procs],
+        hidden={
+            "action": request.POST.get("action", ""),
+            helpers.ACTION_CHECKBOX_NAME: [str(p.pk) for p in procs],
+        },
+    )
