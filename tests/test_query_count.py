@@ -1,0 +1,117 @@
+"""SQL queries per step: an upper bound, so a regression in the engine's query count shows.
+
+Every step is one transaction; its queries are most of its cost (see docs/PERFORMANCE.md). This
+drives two "pingpong" processes (slct_project/workflows.py) step by step with
+slct_workflows.engine.run_step, in real transactions (transactional_db, as in a worker), and counts
+the queries of each kind of step in the steady state:
+
+* a step whose select sends to a goroutine blocked on the channel (rendezvous: fires it);
+* a step whose select receives and blocks (nobody sending yet);
+* the same two for the steps that start the processes.
+
+BEGIN/COMMIT are not counted (Django logs them on SQLite only); SAVEPOINTs are. Set
+SLCT_PRINT_QUERIES=1 (with pytest -s) to see every query of every step.
+"""
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from slct_workflows import engine, services
+from slct_workflows.models import Goroutine, GoroutineStatus
+from slct_workflows.testing import WorkflowRunner
+
+TX_CONTROL = {"BEGIN", "COMMIT", "ROLLBACK"}
+
+# Upper bounds (measured + a small margin). Lower them when the engine gets cheaper.
+# Measured on 2026-11-27 (engine at b2babef), SQLite and PostgreSQL alike: 10 / 8 / 10, and 10 for
+# the first select on a channel that does not exist yet (it is created in the step).
+MAX_SEND_FIRES = 11   # Main_Received: receive the value, send it back to a blocked receiver
+MAX_RECV_BLOCKS = 10  # Main_Sent: select recv, nobody sending: register the pending case
+MAX_START = 12        # Main_Start of either side
+
+
+def _main(process_id: str) -> int:
+    return Goroutine.objects.get(process_id=process_id, name="Main").id
+
+
+def _step(gid: int) -> tuple[engine.StepResult, list[str]]:
+    with CaptureQueriesContext(connection) as ctx:
+        result = engine.run_step(gid)
+    # SQLite's backend logs its BEGIN IMMEDIATE and COMMIT, PostgreSQL's does not: leave them out
+    queries = [q["sql"] for q in ctx.captured_queries if q["sql"].split(None, 1)[0].upper() not in TX_CONTROL]
+    if os.environ.get("SLCT_PRINT_QUERIES"):
+        print(f"\n--- goroutine {gid}: {len(queries)} queries")
+        print("\n".join(f"  {i + 1:2}. {q[:150]}" for i, q in enumerate(queries)))
+    return result, queries
+
+
+def _status(gid: int) -> str:
+    return Goroutine.objects.get(pk=gid).status
+
+
+def _explain(name: str, queries: list[str], limit: int) -> str:
+    listing = "\n".join(f"  {i + 1:2}. {q[:160]}" for i, q in enumerate(queries))
+    return f"{name}: {len(queries)} queries > {limit}:\n{listing}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_queries_per_pingpong_step():
+    with WorkflowRunner():
+        pong = services.start_process("pingpong", {"role": "pong", "inbox": "qa", "outbox": "qb", "rounds": 100})
+        ping = services.start_process("pingpong", {"role": "ping", "inbox": "qb", "outbox": "qa", "rounds": 100})
+        pong_g, ping_g = _main(pong.process.id), _main(ping.process.id)
+
+        # pong starts and blocks on recv qa
+        result, q = _step(pong_g)
+        assert result.ran and _status(pong_g) == GoroutineStatus.BLOCKED
+        assert len(q) <= MAX_START, _explain("pong Main_Start (recv, blocks)", q, MAX_START)
+
+        # ping starts and sends 0 on qa: rendezvous with the blocked pong
+        result, q = _step(ping_g)
+        assert result.ran and _status(pong_g) == GoroutineStatus.RUNNABLE
+        assert len(q) <= MAX_START, _explain("ping Main_Start (send fires a receiver)", q, MAX_START)
+
+        counts: dict[str, list[int]] = {"send_fires": [], "recv_blocks": []}
+        for _ in range(3):  # steady state, a few rounds
+            # the sender goes on in Main_Sent: recv on its inbox; the peer has not sent: blocks
+            sender, receiver = (ping_g, pong_g)
+            result, q = _step(sender)
+            assert result.ran and _status(sender) == GoroutineStatus.BLOCKED
+            assert len(q) <= MAX_RECV_BLOCKS, _explain("Main_Sent (recv, blocks)", q, MAX_RECV_BLOCKS)
+            counts["recv_blocks"].append(len(q))
+
+            # the receiver gets the value and sends the next one back: fires the blocked sender
+            result, q = _step(receiver)
+            assert result.ran and _status(sender) == GoroutineStatus.RUNNABLE
+            assert len(q) <= MAX_SEND_FIRES, _explain("Main_Received (send fires a receiver)", q, MAX_SEND_FIRES)
+            counts["send_fires"].append(len(q))
+
+            # and the roles swap
+            result, q = _step(receiver)
+            assert result.ran and _status(receiver) == GoroutineStatus.BLOCKED
+            assert len(q) <= MAX_RECV_BLOCKS, _explain("Main_Sent (recv, blocks)", q, MAX_RECV_BLOCKS)
+            counts["recv_blocks"].append(len(q))
+            result, q = _step(sender)
+            assert result.ran and _status(receiver) == GoroutineStatus.RUNNABLE
+            assert len(q) <= MAX_SEND_FIRES, _explain("Main_Received (send fires a receiver)", q, MAX_SEND_FIRES)
+            counts["send_fires"].append(len(q))
+
+        # the count does not grow with the history (the first recv on qb also created the channel)
+        assert len(set(counts["send_fires"])) == 1, counts
+        assert len(set(counts["recv_blocks"][1:])) == 1, counts
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_step_that_does_not_run_is_cheap():
+    """A duplicate wake-up (the goroutine is blocked, not runnable) costs a couple of queries."""
+    with WorkflowRunner():
+        pong = services.start_process("pingpong", {"role": "pong", "inbox": "qc", "outbox": "qd", "rounds": 100})
+        gid = _main(pong.process.id)
+        assert engine.run_step(gid).ran
+        result, q = _step(gid)
+        assert not result.ran
+        assert len(q) <= 3, _explain("duplicate wake-up", q, 3)
