@@ -430,7 +430,7 @@ class WorkflowRunner:
         wrong = []
         for name, value in wanted.items():
             if name not in state:
-                wrong.append(f"  {name}: missing (fields: {', '.join(state)})")
+                wrong.append(f"  {name}: missing (fields: {', '.join(sorted(state))})")
             elif state[name] != value:
                 wrong.append(f"  {name}: {_short(state[name], 200)}, expected {_short(value, 200)}")
         if wrong:

@@ -220,3 +220,38 @@ def test_many_processes_are_all_reported(workflow_registry, workflow_runner, mon
     assert batches == [3, 3, 1]
     assert report.checked == 7
     assert sorted(report.affected()) == sorted(pids)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_manage_py_exit_codes_gate_a_deploy(workflow_runner):
+    """The real commands, as CI runs them: exit status 1 and the affected process listed, then a
+    status migration, then exit status 0."""
+    import subprocess
+    import sys
+
+    from slct_workflows.models import PendingCase
+    from tests.conftest import ROOT, _worker_env
+
+    def manage(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ROOT / "manage.py"), *args], cwd=ROOT, env=_worker_env(),
+                              capture_output=True, text=True, timeout=120)
+
+    pid = workflow_runner.start("counter", {"idle_seconds": 60})
+    ok = manage("slct_check")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "OK: 1 live process fit the code." in ok.stdout
+
+    # As if Main_Count had been renamed in the code this process was parked under.
+    PendingCase.objects.filter(goroutine__process_id=pid, target="Main_Count").update(target="Main_Counted")
+    bad = manage("slct_check")
+    assert bad.returncode == 1
+    assert f"counter {pid} (running):" in bad.stdout
+    assert "Main_Counted does not exist in CounterProcess" in bad.stdout
+    assert "1 problem in 1 live process" in bad.stderr
+
+    moved = manage("slct_migrate_status", "counter", "Main_Counted", "Main_Count", "--version", "")
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert "moved 1 goroutine in 1 process" in moved.stdout
+    assert deploy.check().ok
+    workflow_runner.send("counter", 1)
+    workflow_runner.assert_state(pid, counter=1)
