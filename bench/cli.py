@@ -50,6 +50,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--dbos-poll", type=float, default=0.01,
                     help="DBOS notification_listener_polling_interval_sec (its recv wake-up on SQLite; "
                     "PostgreSQL uses LISTEN/NOTIFY). Default 0.01")
+    ap.add_argument("--debug", action="store_true", help="run everything with Django DEBUG on (default: off, "
+                    "as in production)")
     ap.add_argument("--only", help=f"comma-separated subset of {','.join(SCENARIOS)}")
     ap.add_argument("--profile", action="store_true",
                     help="after the figures, one more ping-pong pass on pyinstrument-profiled workers")
@@ -75,7 +77,17 @@ def make_env(args: argparse.Namespace) -> BenchEnv:
     if args.db == "sqlite" and not url.startswith("sqlite"):
         raise SystemExit("--db sqlite needs a sqlite:/// --database-url")
     return BenchEnv(db=args.db, database_url=url, redis_url=redis_url, queue=args.queue, workers=args.workers,
-                    worker_class=args.worker_class, embedded_redis_port=port)
+                    worker_class=args.worker_class, embedded_redis_port=port, debug=args.debug)
+
+
+def code_version() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "slct_workflows", "slct_project"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return head + (" + uncommitted engine changes" if dirty else "")
+    except OSError:
+        return "?"
 
 
 def machine() -> dict:
@@ -97,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     t_begin = time.monotonic()
     results: dict = {"args": {k: (sorted(v) if isinstance(v, set) else str(v) if isinstance(v, Path) else v)
                               for k, v in vars(args).items()},
-                     "machine": machine(), "db": env.db}
+                     "machine": machine(), "db": env.db, "code": code_version()}
     logdir = DATA / "logs"
     ensure_redis(env)
     env.apply()

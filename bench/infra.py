@@ -37,6 +37,7 @@ class BenchEnv:
     worker_class: str
     embedded_redis_port: int | None = None
     started_redis: bool = False
+    debug: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     def environ(self) -> dict[str, str]:
@@ -51,6 +52,9 @@ class BenchEnv:
             DJANGO_SETTINGS_MODULE="slct_project.settings",
             PYTHONUNBUFFERED="1",
             SLCT_LOG_LEVEL=os.environ.get("SLCT_LOG_LEVEL", "WARNING"),
+            # as in production: with DEBUG on, Django keeps every query in connection.queries_log
+            # and formats it, which costs a worker a few percent
+            DEBUG="true" if self.debug else "false",
         )
         if self.embedded_redis_port:
             env["SLCT_EMBEDDED_REDIS_PORT"] = str(self.embedded_redis_port)

@@ -124,7 +124,7 @@ def render(r: dict) -> str:
         f"{a['warmup']:.0f} s warm-up; machine: {m.get('cpus')} CPUs ({m.get('cpu', '?')}), "
         f"{m.get('mem_gib', '?')} GiB, load average (1/5/15 min) at start "
         f"{tuple(round(x, 2) for x in m.get('load_at_start', ()))}, at end {tuple(round(x, 2) for x in m.get('load_at_end', ()))}; "
-        f"total {r.get('total_s', '?')} s.",
+        f"total {r.get('total_s', '?')} s; code {r.get('code', '?')}.",
     ]
     if dbos_ok:
         notes.append(f"DBOS: {db['pairs']} pairs in {db['processes']} process(es), notification polling "
