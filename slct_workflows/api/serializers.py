@@ -26,6 +26,10 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class EmptySerializer(serializers.Serializer):
+    """No body."""
+
+
 # -- errors -----------------------------------------------------------------------------------
 
 class ErrorSerializer(serializers.Serializer):

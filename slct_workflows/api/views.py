@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.generics import GenericAPIView
 from rest_framework.pagination import PageNumberPagination
@@ -34,6 +34,18 @@ def _errors(*codes: int) -> dict[int, OpenApiResponse]:
     }
     return {c: OpenApiResponse(s.ErrorSerializer, description=words[c]) for c in codes}
 
+
+def _path(name: str, example: str, description: str) -> OpenApiParameter:
+    return OpenApiParameter(
+        name, OpenApiTypes.STR, OpenApiParameter.PATH, description=description,
+        examples=[OpenApiExample(example, value=example)],
+    )
+
+
+PROCESS_ID = _path("id", "demo-1", "the process id (may contain `/`)")
+CHANNEL_NAME = _path("name", "demo", "the channel name (may contain `/`)")
+DEFINITION_NAME = _path("name", "counter", "the definition name")
+SEND_KEY = _path("key", "demo-key", "the send's idempotency key")
 
 READ_ERRORS = (400, 401, 403, 404)
 WRITE_ERRORS = (400, 401, 403, 404, 409, 413, 415)
@@ -116,7 +128,7 @@ class DefinitionDetailView(SlctAPIView):
     lookup_names = {"name": "process definition"}
 
     @extend_schema(
-        operation_id="definitions_retrieve", tags=["definitions"], summary="One process definition",
+        operation_id="definitions_retrieve", parameters=[DEFINITION_NAME], tags=["definitions"], summary="One process definition",
         responses={200: s.DefinitionSerializer, **_errors(401, 403, 404)},
     )
     def get(self, request: Request, name: str) -> Response:
@@ -149,6 +161,10 @@ class ProcessListView(SlctAPIView):
         description="201 with the new process. The same `id` with the same definition and input again "
                     "returns 200 with the existing process; with another input (or definition) 409.",
         request=s.StartProcessSerializer,
+        examples=[OpenApiExample(
+            "counter", request_only=True,
+            value={"definition": "counter", "id": "demo-1", "input": {"channel": "demo", "idle_seconds": 3600}},
+        )],
         responses={
             201: OpenApiResponse(s.ProcessDetailSerializer, description="started"),
             200: OpenApiResponse(s.ProcessDetailSerializer, description="already started with this id and input"),
@@ -169,7 +185,7 @@ class ProcessDetailView(SlctAPIView):
     lookup_names = {"pk": "process"}
 
     @extend_schema(
-        operation_id="processes_retrieve", tags=["processes"],
+        operation_id="processes_retrieve", parameters=[PROCESS_ID], tags=["processes"],
         summary="A process: status, state, input, output, error, goroutines and what each waits for",
         responses={200: s.ProcessDetailSerializer, **_errors(401, 403, 404)},
     )
@@ -183,7 +199,7 @@ class ProcessHistoryView(SlctAPIView):
     lookup_names = {"pk": "process"}
 
     @extend_schema(
-        operation_id="processes_history", tags=["processes"], summary="The process's step events, in order",
+        operation_id="processes_history", parameters=[PROCESS_ID], tags=["processes"], summary="The process's step events, in order",
         responses={200: s.EventSerializer(many=True), **_errors(*READ_ERRORS)},
     )
     def get(self, request: Request, pk: str) -> Response:
@@ -197,7 +213,7 @@ class ProcessCancelView(SlctAPIView):
     lookup_names = {"pk": "process"}
 
     @extend_schema(
-        operation_id="processes_cancel", tags=["processes"],
+        operation_id="processes_cancel", parameters=[PROCESS_ID], tags=["processes"],
         summary="Cancel a running or failed process: every goroutine ends",
         request=s.CancelSerializer,
         responses={200: s.ProcessDetailSerializer, **_errors(*WRITE_ERRORS)},
@@ -210,10 +226,11 @@ class ProcessCancelView(SlctAPIView):
 
 class ProcessRetryView(SlctAPIView):
     required_permissions = {"POST": [perms.CHANGE_PROCESS]}
+    serializer_class = s.EmptySerializer  # for OPTIONS
     lookup_names = {"pk": "process"}
 
     @extend_schema(
-        operation_id="processes_retry", tags=["processes"],
+        operation_id="processes_retry", parameters=[PROCESS_ID], tags=["processes"],
         summary="Retry a failed process: its failed goroutines run their step again",
         request=None,
         responses={200: s.ProcessDetailSerializer, **_errors(*WRITE_ERRORS)},
@@ -241,6 +258,7 @@ class ChannelListView(SlctAPIView):
     @extend_schema(
         operation_id="channels_create", tags=["channels"], summary="Make a channel (buffered when capacity > 0)",
         request=s.CreateChannelSerializer,
+        examples=[OpenApiExample("buffered", request_only=True, value={"name": "approvals", "capacity": 10})],
         responses={201: s.ChannelDetailSerializer, **_errors(400, 401, 403, 409, 413, 415)},
     )
     def post(self, request: Request) -> Response:
@@ -258,7 +276,7 @@ class ChannelDetailView(SlctAPIView):
     lookup_names = {"name": "channel"}
 
     @extend_schema(
-        operation_id="channels_retrieve", tags=["channels"],
+        operation_id="channels_retrieve", parameters=[CHANNEL_NAME], tags=["channels"],
         summary="A channel: capacity, closed, buffered values, goroutines blocked receiving and sending",
         responses={200: s.ChannelDetailSerializer, **_errors(401, 403, 404)},
     )
@@ -282,12 +300,15 @@ class ChannelSendView(SlctAPIView):
             "status code and sends nothing new; the same key with another channel or value is 409."
         ),
         parameters=[
+            CHANNEL_NAME,
             OpenApiParameter(
                 IDEMPOTENCY_HEADER, OpenApiTypes.STR, OpenApiParameter.HEADER, required=True,
                 description="a unique key per intended send (1-255 characters), e.g. a UUID",
+                examples=[OpenApiExample("a key", value="2b7e1516-28ae-4d2a-a6f7-15882c1d0e3c")],
             ),
         ],
         request=s.SendSerializer,
+        examples=[OpenApiExample("a value", request_only=True, value={"value": {"approved": True}, "wait": True})],
         responses={
             200: OpenApiResponse(s.SendResultSerializer, description="delivered or buffered"),
             202: OpenApiResponse(s.SendResultSerializer, description="waiting for a receiver"),
@@ -311,10 +332,11 @@ class ChannelSendView(SlctAPIView):
 
 class ChannelCloseView(SlctAPIView):
     required_permissions = {"POST": [perms.CHANGE_CHANNEL]}
+    serializer_class = s.EmptySerializer  # for OPTIONS
     lookup_names = {"name": "channel"}
 
     @extend_schema(
-        operation_id="channels_close", tags=["channels"],
+        operation_id="channels_close", parameters=[CHANNEL_NAME], tags=["channels"],
         summary="Close a channel: blocked receivers and senders fire with `closed`; closing twice is a no-op",
         request=None,
         responses={200: s.CloseResultSerializer, **_errors(*WRITE_ERRORS)},
@@ -330,7 +352,7 @@ class SendDetailView(SlctAPIView):
     lookup_names = {"key": "send"}
 
     @extend_schema(
-        operation_id="sends_retrieve", tags=["channels"],
+        operation_id="sends_retrieve", parameters=[SEND_KEY], tags=["channels"],
         summary="An external send by its idempotency key: waiting, received, closed, delivered, ...",
         responses={200: s.SendRecordSerializer, **_errors(401, 403, 404)},
     )

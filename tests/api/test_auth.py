@@ -112,3 +112,10 @@ def test_unknown_api_path_is_json_404(api):
     assert r.status_code == 404 and r.json()["code"] == "not_found"
     r = api.post("/api/processes", {"definition": "counter"}, format="json")  # no trailing slash
     assert r.status_code == 404 and r.json()["detail"].endswith("(did you mean /api/processes/ ?)")
+
+
+@pytest.mark.parametrize("method,path,body,perm,ok", ENDPOINTS)
+def test_options_describes_every_endpoint(world, api, method, path, body, perm, ok):
+    r = api.options(path)
+    assert r.status_code == 200, r.content
+    assert r.json()["name"] and "application/json" in r.json()["parses"]
