@@ -207,7 +207,8 @@ class _Drawing:
 
     def lane(self, key: tuple, label: str, sub: str = "", foreign: bool = False) -> _Lane:
         if key not in self.lanes:
-            color = "#6b6b6b" if key[0] == "ext" else PALETTE[len(self.lanes) % len(PALETTE)]
+            n = sum(1 for k in self.lanes if k[0] != "ext")
+            color = "#6b6b6b" if key[0] == "ext" else PALETTE[n % len(PALETTE)]
             self.lanes[key] = _Lane(key, label, sub, color, foreign)
         return self.lanes[key]
 
@@ -294,7 +295,7 @@ def render(
 
     # Lanes: outside (if anything came from outside), this process's goroutines, then others.
     if any("external" in _source(e) for e in own):
-        d.lane(("ext",), "outside", "admin · API · Slack")
+        d.lane(("ext",), "outside", "admin/API/Slack")
     for e in sorted(own, key=lambda e: e.seq):
         if e.goroutine:
             d.lane(("g", process_id, e.goroutine), e.goroutine, statuses.get(e.goroutine, ""))

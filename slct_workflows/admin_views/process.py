@@ -63,7 +63,8 @@ def page_context(request, proc: ProcessInstance) -> dict[str, Any]:
         "slct_channels": [(c, channel_url(c.name)) for c in selectors.process_channels(proc)],
         "slct_timeline": timeline_svg(proc),
         "slct_timeline_url": process_url(proc.pk, "timeline"),
-        "slct_history": list(history_qs[:HISTORY_ROWS]),
+        "slct_history": [(e, timeline.short_json(e.value, 120) if e.value is not None else "")
+                         for e in history_qs[:HISTORY_ROWS]],
         "slct_history_total": history_qs.count(),
         "slct_can_cancel": operate and proc.status in (ProcessStatus.RUNNING, ProcessStatus.FAILED),
         "slct_can_retry": operate and proc.status == ProcessStatus.FAILED,
