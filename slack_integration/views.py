@@ -248,7 +248,7 @@ def _command_status(args: list[str]) -> str:
             if g.status in ("runnable", "blocked", "failed"):
                 lines.append(f"• {g.waits_for(now)}")
     if proc.output is not None:
-        lines.append(f"Output: `{json.dumps(proc.output)[:1000]}`")
+        lines.append(f"Output: `{json.dumps(proc.output, sort_keys=True)[:1000]}`")
     if proc.error:
         lines.append(f"Error: {proc.error.splitlines()[0][:500]}")
     open_q = SlackMessage.objects.filter(process=proc, status=Status.OPEN).exclude(kind=Kind.POST).count()
