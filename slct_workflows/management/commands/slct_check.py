@@ -51,7 +51,8 @@ class Command(BaseCommand):
                 out.write(line if problem.allowed else self.style.ERROR(line))
         failing, affected = len(report.failing), len(report.affected())
         summary = (
-            f"{report.checked} live processes checked: {failing} problem{'s' if failing != 1 else ''} "
+            f"{report.checked} live process{'es' if report.checked != 1 else ''} checked: "
+            f"{failing} problem{'s' if failing != 1 else ''} "
             f"in {affected} process{'es' if affected != 1 else ''}"
         )
         allowed = len(report.problems) - failing
