@@ -40,7 +40,9 @@ class RQDispatcher:
         )
 
     def wake_at(self, goroutine_id: int, when: datetime) -> None:
-        self._queue().enqueue_at(_whole_second_after(when), "slct_workflows.jobs.wake", goroutine_id, result_ttl=0)
+        self._queue().enqueue_at(
+            _whole_second_after(when), "slct_workflows.jobs.wake_timer", goroutine_id, result_ttl=0
+        )
 
     def outbox(self, outbox_ids: list[int]) -> None:
         queue = self._queue()

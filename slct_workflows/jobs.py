@@ -16,20 +16,31 @@ log = logging.getLogger("slct_workflows")
 
 def wake(goroutine_id: int) -> int:
     """Run the goroutine while it stays runnable (its selects firing at once), up to a batch
-    limit; fire a due timer first if it is blocked. Returns the number of steps run."""
+    limit; a blocked goroutine with a due timer is fired first. Returns the steps run."""
     fresh_connection()
+    return _run(goroutine_id)
+
+
+def wake_timer(goroutine_id: int) -> int:
+    """A scheduled job (a timer, or a failed step's retry): fire the due timer if the goroutine
+    still waits on it, then run whatever is runnable."""
+    fresh_connection()
+    engine.fire_due_timer(goroutine_id)
+    return _run(goroutine_id)
+
+
+def _run(goroutine_id: int) -> int:
     steps = 0
     for _ in range(conf.steps_per_job()):
         result = engine.run_step(goroutine_id)
         if result.blocked and engine.fire_due_timer(goroutine_id):
             continue
         if not result.ran:
-            break
+            return steps
         steps += 1
         if not result.runnable_again:
-            break
-    else:
-        dispatch.get().wake([goroutine_id])  # fairness: let other goroutines in before going on
+            return steps
+    dispatch.get().wake([goroutine_id])  # fairness: let other goroutines in before going on
     return steps
 
 
