@@ -189,6 +189,13 @@ def run_all(args, env: BenchEnv, logdir: Path) -> dict:
         finally:
             pool.stop()
         if args.profile:
+            from . import stepprof
+            from .infra import quiesce
+
+            log("profile: one ping-pong pair stepped in this process (no workers running)")
+            out["step_profile"] = stepprof.step_profile(1000, DATA / "profile-step")
+            drop_queue_keys(env)  # the wake-ups it enqueued: no worker is there to run them
+            quiesce(env)
             out["profile"] = profile_pass(args, env, logdir)
     if "peer" in args.only and args.peer == "dbos":
         from . import dbos_peer

@@ -38,11 +38,38 @@ class _SqlTimer:
             self.seconds_by_verb[verb] += dt
 
 
+class CommitTimer:
+    """Times COMMITs (not seen by execute wrappers: Django commits on the DB-API connection)."""
+
+    def __init__(self, connection) -> None:
+        self.connection, self.seconds, self.count = connection, 0.0, 0
+
+    def __enter__(self):
+        conn = self.connection
+        self._orig = conn._commit
+
+        def timed():
+            t = time.perf_counter()
+            try:
+                return self._orig()
+            finally:
+                self.seconds += time.perf_counter() - t
+                self.count += 1
+
+        conn._commit = timed
+        return self
+
+    def __exit__(self, *exc):
+        del self.connection._commit  # back to the class's method
+        return False
+
+
 class ProfiledSimpleWorker(SimpleWorker):
     def work(self, *args, **kwargs):
         from pyinstrument import Profiler
 
         self._sql = _SqlTimer()
+        self._commit_s, self._commits = 0.0, 0
         self._jobs = 0
         self._job_seconds = 0.0
         profiler = Profiler(interval=0.0005)
@@ -58,10 +85,13 @@ class ProfiledSimpleWorker(SimpleWorker):
         from django.db import connection
 
         t = time.perf_counter()
+        commits = CommitTimer(connection)
         try:
-            with connection.execute_wrapper(self._sql):
+            with connection.execute_wrapper(self._sql), commits:
                 return super().execute_job(job, queue)
         finally:
+            self._commit_s += commits.seconds
+            self._commits += commits.count
             self._jobs += 1
             self._job_seconds += time.perf_counter() - t
 
@@ -78,6 +108,8 @@ class ProfiledSimpleWorker(SimpleWorker):
             "job_s": self._job_seconds,
             "sql_s": self._sql.seconds,
             "sql_queries": self._sql.queries,
+            "commit_s": self._commit_s,
+            "commits": self._commits,
             "sql_by_verb": dict(self._sql.by_verb),
             "sql_s_by_verb": dict(self._sql.seconds_by_verb),
         }, indent=1))
@@ -86,7 +118,8 @@ class ProfiledSimpleWorker(SimpleWorker):
 def summarize(profile_dir: Path, steps: int) -> dict:
     """Totals over the workers' counter files; per step where it makes sense."""
     files = sorted(profile_dir.glob("worker-*.json"))
-    tot: dict = {"wall_s": 0.0, "jobs": 0, "job_s": 0.0, "sql_s": 0.0, "sql_queries": 0}
+    tot: dict = {"wall_s": 0.0, "jobs": 0, "job_s": 0.0, "sql_s": 0.0, "sql_queries": 0, "commit_s": 0.0,
+                 "commits": 0}
     by_verb: Counter = Counter()
     s_by_verb: Counter = Counter()
     for f in files:
@@ -105,6 +138,8 @@ def summarize(profile_dir: Path, steps: int) -> dict:
         "ms_per_step_in_jobs": round(1000 * tot["job_s"] / steps, 2),
         "sql_ms_per_step": round(1000 * tot["sql_s"] / steps, 2),
         "sql_share_of_job_time": round(tot["sql_s"] / tot["job_s"], 3) if tot["job_s"] else None,
+        "commit_ms_per_step": round(1000 * tot["commit_s"] / steps, 2),
+        "commits_per_step": round(tot["commits"] / steps, 2),
         "queries_per_step": round(tot["sql_queries"] / steps, 1),
         "queries_per_step_by_verb": {k: round(v / steps, 2) for k, v in by_verb.most_common()},
         "sql_ms_per_step_by_verb": {k: round(1000 * v / steps, 3) for k, v in s_by_verb.most_common()},

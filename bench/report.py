@@ -148,7 +148,19 @@ def render(r: dict) -> str:
             f"profile ({p['workers']} profiled workers, {p['steps_per_s_profiled']} steps/s under the profiler): "
             f"{p['queries_per_step']} SQL queries/step ({p['queries_per_step_by_verb']}); "
             f"{p['ms_per_step_in_jobs']} ms of job time/step of which SQL {p['sql_ms_per_step']} ms "
-            f"({p['sql_share_of_job_time']:.0%}); workers busy {p['busy_share']:.0%}; {p['steps_per_job']} steps/job. "
+            f"({p['sql_share_of_job_time']:.0%}) + COMMIT {p['commit_ms_per_step']} ms; workers busy {p['busy_share']:.0%}; {p['steps_per_job']} steps/job. "
             f"Trees: {p['files']}/worker-*.txt"
+        )
+    sp = r.get("step_profile")
+    if sp:
+        raw = sp["raw"]
+        notes.append(
+            f"one step, alone on one connection (ping-pong driven in-process through jobs.wake): "
+            f"{sp['wall_ms_per_step']} ms wall = SQL {sp['sql_ms_per_step']} ms ({sp['queries_per_step']} queries: "
+            f"{sp['queries_per_step_by_verb']}) + COMMIT {sp['commit_ms_per_step']} ms ({sp['commits_per_step']}/step) "
+            f"+ Redis enqueue {sp['redis_ms_per_step']} ms + the rest (Python: ORM, engine, user code); "
+            f"CPU {sp['cpu_ms_per_step']} ms/step; {sp['steps_per_s_one_connection']} steps/s. The ceiling "
+            f"transaction: {raw['wall_ms_per_tx']} ms wall, SQL {raw['sql_ms_per_tx']} ms ({raw['queries_per_tx']} "
+            f"queries), COMMIT {raw['commit_ms_per_tx']} ms, CPU {raw['cpu_ms_per_tx']} ms. Tree: {sp['tree']}"
         )
     return "\n".join(lines + notes)
