@@ -193,7 +193,7 @@ def run_all(args, env: BenchEnv, logdir: Path) -> dict:
             from .infra import quiesce
 
             log("profile: one ping-pong pair stepped in this process (no workers running)")
-            out["step_profile"] = stepprof.step_profile(1000, DATA / "profile-step")
+            out["step_profile"] = stepprof.step_profile(2000, DATA / "profile-step", seconds=args.duration)
             drop_queue_keys(env)  # the wake-ups it enqueued: no worker is there to run them
             quiesce(env)
             out["profile"] = profile_pass(args, env, logdir)

@@ -45,7 +45,7 @@ class _TeeDispatcher:
         self._timed(self.real.outbox_at, oid, when)
 
 
-def step_profile(steps: int, outdir: Path) -> dict:
+def step_profile(steps: int, outdir: Path, seconds: float = 10.0) -> dict:
     from pyinstrument import Profiler
 
     from slct_workflows import dispatch, jobs, services
@@ -66,7 +66,8 @@ def step_profile(steps: int, outdir: Path) -> dict:
         t, c = time.perf_counter(), time.process_time()
         profiler.start()
         with connection.execute_wrapper(sql), CommitTimer(connection) as commits:
-            while done < steps and tee.pending:
+            end = time.perf_counter() + seconds
+            while done < steps and tee.pending and time.perf_counter() < end:
                 done += jobs.wake(tee.pending.popleft())
                 jobs_run += 1
         profiler.stop()
@@ -81,11 +82,13 @@ def step_profile(steps: int, outdir: Path) -> dict:
     # the ceiling transaction, same measurements
     pid = naive.make_rows(1, f"prof-{time.time_ns()}")[0]
     raw_sql = _SqlTimer()
-    n_raw = 500
+    n_raw = 0
     t, c = time.perf_counter(), time.process_time()
     with connection.execute_wrapper(raw_sql), CommitTimer(connection) as raw_commits:
-        for _ in range(n_raw):
+        end = time.perf_counter() + seconds / 2
+        while n_raw < 1000 and time.perf_counter() < end:
             naive.step_shaped_transaction(pid)
+            n_raw += 1
     raw_wall, raw_cpu = time.perf_counter() - t, time.process_time() - c
 
     per = lambda x: round(1000 * x / max(done, 1), 3)  # noqa: E731
