@@ -207,7 +207,9 @@ class ChannelDetailSerializer(serializers.ModelSerializer):
             cache[chan.name] = selectors.channel(chan)
         return cache[chan.name]
 
-    @extend_schema_field(serializers.ListField(child=serializers.JSONField(), help_text="buffered values, oldest first"))
+    @extend_schema_field(
+        serializers.ListField(child=serializers.JSONField(), help_text="buffered values, oldest first"),
+    )
     def get_buffer(self, chan: Channel) -> list[Any]:
         return self._view(chan).buffer
 

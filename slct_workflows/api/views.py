@@ -11,6 +11,7 @@ from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiRespo
 from rest_framework import status
 from rest_framework.generics import GenericAPIView
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -63,6 +64,7 @@ class SlctAPIView(GenericAPIView):
 
     permission_classes = [perms.SlctPermission]
     parser_classes = [StrictJSONParser]
+    renderer_classes = [JSONRenderer]  # interactive docs: /api/docs/ (Swagger UI)
     pagination_class = Pagination
     required_permissions: dict[str, list[str]] = {}
     lookup_names: dict[str, str] = {}  # URL kwarg -> what it names (for 404 messages)
@@ -103,7 +105,8 @@ class SlctAPIView(GenericAPIView):
 
     def paginated(self, queryset, serializer_class: type) -> Response:
         page = self.paginate_queryset(queryset)
-        return self.get_paginated_response(serializer_class(page, many=True, context=self.get_serializer_context()).data)
+        data = serializer_class(page, many=True, context=self.get_serializer_context()).data
+        return self.get_paginated_response(data)
 
 
 # -- definitions ------------------------------------------------------------------------------
@@ -128,7 +131,8 @@ class DefinitionDetailView(SlctAPIView):
     lookup_names = {"name": "process definition"}
 
     @extend_schema(
-        operation_id="definitions_retrieve", parameters=[DEFINITION_NAME], tags=["definitions"], summary="One process definition",
+        operation_id="definitions_retrieve", parameters=[DEFINITION_NAME], tags=["definitions"],
+        summary="One process definition",
         responses={200: s.DefinitionSerializer, **_errors(401, 403, 404)},
     )
     def get(self, request: Request, name: str) -> Response:
@@ -199,7 +203,8 @@ class ProcessHistoryView(SlctAPIView):
     lookup_names = {"pk": "process"}
 
     @extend_schema(
-        operation_id="processes_history", parameters=[PROCESS_ID], tags=["processes"], summary="The process's step events, in order",
+        operation_id="processes_history", parameters=[PROCESS_ID], tags=["processes"],
+        summary="The process's step events, in order",
         responses={200: s.EventSerializer(many=True), **_errors(*READ_ERRORS)},
     )
     def get(self, request: Request, pk: str) -> Response:

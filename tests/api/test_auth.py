@@ -119,3 +119,11 @@ def test_options_describes_every_endpoint(world, api, method, path, body, perm, 
     r = api.options(path)
     assert r.status_code == 200, r.content
     assert r.json()["name"] and "application/json" in r.json()["parses"]
+
+
+@pytest.mark.parametrize("method,path,body,perm,ok", [e for e in ENDPOINTS if e[0] == "get"])
+def test_browsers_get_json(world, api, method, path, body, perm, ok):
+    r = api.get(path, HTTP_ACCEPT="text/html,application/xhtml+xml,*/*;q=0.8")
+    assert r.status_code == ok and r["Content-Type"] == "application/json"
+    r = api.get(path, HTTP_ACCEPT="text/html")
+    assert r.status_code == 406 and r.json()["code"] == "not_acceptable"

@@ -40,7 +40,8 @@ def test_closed_filter(api):
 
 
 def test_send_delivered_to_waiting_receiver(api, run):
-    pid = api.post("/api/processes/", {"definition": "counter", "input": {"channel": "cnt"}}, format="json").json()["id"]
+    body = {"definition": "counter", "input": {"channel": "cnt"}}
+    pid = api.post("/api/processes/", body, format="json").json()["id"]
     run.run()
     detail = api.get("/api/channels/cnt/").json()
     assert detail["receivers"] == [{"process": pid, "goroutine": "Main", "target": "Main_Count"}]
@@ -116,7 +117,8 @@ def test_send_no_receiver_when_not_waiting(api, unchanged):
 
 
 def test_close_wakes_receivers_and_blocks_sends(api, run):
-    pid = api.post("/api/processes/", {"definition": "reminder", "input": {"answers": "ans2"}}, format="json").json()["id"]
+    body = {"definition": "reminder", "input": {"answers": "ans2"}}
+    pid = api.post("/api/processes/", body, format="json").json()["id"]
     run.run()
     r = api.post("/api/channels/ans2/close/")
     assert r.status_code == 200
