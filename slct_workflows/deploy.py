@@ -53,10 +53,10 @@ def call_problem(definition: Definition, method: str, gets_value: bool | None, c
     label = f"{cls.__name__}{_version_label(definition.version)}"
     if not definition.has_method(method):
         return MISSING_METHOD, f"{method} does not exist in {label}"
-    bound = getattr(cls.__new__(cls), method)  # as the engine calls it, without running __init__
     try:
+        bound = getattr(cls.__new__(cls), method)  # as the engine calls it, without running __init__
         sig = inspect.signature(bound)
-    except (TypeError, ValueError):  # a builtin or an odd callable: nothing to check against
+    except (TypeError, ValueError):  # an odd class or callable: nothing to check against
         return None
     shown = f"{method}{inspect.signature(getattr(cls, method))}"
     with_value = accepts_value(bound) and _binds(sig, 2)

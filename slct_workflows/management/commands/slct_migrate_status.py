@@ -20,7 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("definition")
         parser.add_argument("from_method", help="e.g. Main_CheckApprove")
         parser.add_argument("to_method", help="e.g. Main_Review (same goroutine)")
-        parser.add_argument("--version", dest="def_version", default=None,
+        parser.add_argument("--version", dest="def_version", default=None, metavar="VERSION",
                             help="only processes started by this version of the definition ('' for unversioned)")
         parser.add_argument("--dry-run", action="store_true", help="show what would move, change nothing")
 
