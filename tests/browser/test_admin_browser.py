@@ -49,6 +49,11 @@ def browser_page(monkeypatch):
         finally:
             context.close()
             browser.close()
+            # With Playwright's loop running, the ORM in this thread got connections of its own
+            # (asgiref locals follow the loop's context): close them, or they outlive the test.
+            from django.db import connections
+
+            connections.close_all()
 
 
 @pytest.mark.django_db(transaction=True)
