@@ -39,6 +39,12 @@ CODES = (UNREGISTERED, MISSING_METHOD, SIGNATURE, DROPPED_FIELD, FIELD_WITHOUT_D
 BATCH = 500
 
 
+def definition_for(proc: ProcessInstance) -> Definition:
+    """The definition the engine runs this process's steps with (engine.Step.run resolves it the
+    same way: a process started without a version follows the latest one). NotFound if none."""
+    return registry.get(proc.definition, proc.version or None)
+
+
 # -- calling a step method --------------------------------------------------------------------
 
 def call_problem(definition: Definition, method: str, gets_value: bool | None, case: str = "") -> tuple[str, str] | None:
@@ -214,7 +220,7 @@ def _check_process(proc: ProcessInstance, goroutines: list[Goroutine], pending: 
         return Problem(proc.id, proc.definition, proc.version, proc.status, code, message, goroutine, method)
 
     try:
-        definition = registry.get(proc.definition, proc.version or None)
+        definition = definition_for(proc)
     except NotFound:
         return [problem(UNREGISTERED, _unregistered_message(proc.definition, proc.version))]
 
@@ -384,7 +390,7 @@ def _candidates(definition: str, from_method: str, version: str | None) -> list[
 def _plan(proc: ProcessInstance, from_method: str, to_method: str) -> tuple[list[Move], list[str]]:
     """What would move in this process, and why it cannot (if it cannot). Read the rows fresh."""
     try:
-        definition = registry.get(proc.definition, proc.version or None)
+        definition = definition_for(proc)
     except NotFound:
         return [], [f"process {proc.id}: {_unregistered_message(proc.definition, proc.version)}"]
     moves: list[Move] = []
