@@ -194,6 +194,7 @@ def run_all(args, env: BenchEnv, logdir: Path) -> dict:
 
             log("profile: one ping-pong pair stepped in this process (no workers running)")
             out["step_profile"] = stepprof.step_profile(2000, DATA / "profile-step", seconds=args.duration)
+            out["enqueue_cost"] = stepprof.enqueue_cost()
             drop_queue_keys(env)  # the wake-ups it enqueued: no worker is there to run them
             quiesce(env)
             out["profile"] = profile_pass(args, env, logdir)

@@ -56,15 +56,29 @@ def raw_loop(pid: str, seconds: float) -> int:
     return n
 
 
+_queue = None
+
+
+def _get_queue():
+    """One Queue (so one Redis connection pool) per process: the floor. (django_rq.get_queue()
+    builds a new Redis client, hence a new TCP connection, on every call.)"""
+    global _queue
+    if _queue is None:
+        import django_rq
+
+        from slct_workflows import conf
+
+        _queue = django_rq.get_queue(conf.queue_name())
+    return _queue
+
+
 def enqueue_naive(pids: list[str]) -> None:
-    """Enqueue exactly as the runtime's dispatcher does (enqueue_many, result_ttl=0)."""
-    import django_rq
+    """Enqueue as the runtime's dispatcher does (enqueue_many, result_ttl=0), on a kept connection."""
     from rq import Queue
 
-    from slct_workflows import conf
-
-    queue = django_rq.get_queue(conf.queue_name())
-    queue.enqueue_many([Queue.prepare_data("bench.naive.naive_job", args=(pid,), result_ttl=0) for pid in pids])
+    _get_queue().enqueue_many(
+        [Queue.prepare_data("bench.naive.naive_job", args=(pid,), result_ttl=0) for pid in pids]
+    )
 
 
 def naive_job(pid: str) -> None:

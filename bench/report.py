@@ -163,4 +163,11 @@ def render(r: dict) -> str:
             f"transaction: {raw['wall_ms_per_tx']} ms wall, SQL {raw['sql_ms_per_tx']} ms ({raw['queries_per_tx']} "
             f"queries), COMMIT {raw['commit_ms_per_tx']} ms, CPU {raw['cpu_ms_per_tx']} ms. Tree: {sp['tree']}"
         )
+    ec = r.get("enqueue_cost")
+    if ec:
+        notes.append(
+            f"one wake-up enqueue: {ec['dispatcher_ms']} ms through the runtime's dispatcher (django_rq.get_queue() "
+            f"per call: a new Redis connection each time) vs {ec['kept_queue_ms']} ms on a kept Queue; one Redis "
+            f"command {ec['one_redis_command_ms']} ms."
+        )
     return "\n".join(lines + notes)

@@ -114,3 +114,32 @@ def step_profile(steps: int, outdir: Path, seconds: float = 10.0) -> dict:
         },
         "tree": str(outdir / "step.txt"),
     }
+
+
+def enqueue_cost(n: int = 300) -> dict:
+    """What one wake-up's enqueue costs, the way the dispatcher does it (django_rq.get_queue() per
+    call: a new Redis client and TCP connection each time) and on a kept Queue. The jobs are
+    enqueued for a goroutine id that does not exist and dropped by the bench afterwards."""
+    import django_rq
+    from rq import Queue
+
+    from slct_workflows import conf, dispatch
+
+    real = dispatch.RQDispatcher()
+    out = {}
+    t = time.perf_counter()
+    for _ in range(n):
+        real.wake([0])
+    out["dispatcher_ms"] = round(1000 * (time.perf_counter() - t) / n, 3)
+    q = django_rq.get_queue(conf.queue_name())
+    t = time.perf_counter()
+    for _ in range(n):
+        q.enqueue_many([Queue.prepare_data("slct_workflows.jobs.wake", args=(0,), result_ttl=0)])
+    out["kept_queue_ms"] = round(1000 * (time.perf_counter() - t) / n, 3)
+    conn = q.connection
+    t = time.perf_counter()
+    for _ in range(n):
+        conn.lpush("bench:noop", "x")
+    out["one_redis_command_ms"] = round(1000 * (time.perf_counter() - t) / n, 3)
+    conn.delete("bench:noop")
+    return out
