@@ -46,16 +46,16 @@ def configured() -> bool:
     return bool(conf.bot_token())
 
 
-def get_client() -> WebClient:
+def get_client(timeout: int | None = None) -> WebClient:
     token = conf.bot_token()
     if not token:
         raise SlackNotConfigured("SLACK_BOT_TOKEN is not set")
-    return WebClient(token=token, base_url=conf.api_url(), timeout=conf.timeout())
+    return WebClient(token=token, base_url=conf.api_url(), timeout=timeout or conf.timeout())
 
 
-def call(method: str, **kwargs: Any) -> dict:
+def call(method: str, *, timeout: int | None = None, **kwargs: Any) -> dict:
     """Call a Web API method (`chat_postMessage`, ...) and classify failures."""
-    client = get_client()
+    client = get_client(timeout)
     try:
         response = getattr(client, method)(**kwargs)
     except SlackApiError as exc:

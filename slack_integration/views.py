@@ -138,7 +138,7 @@ def _open_answer_modal(m: SlackMessage, trigger_id: Any, user_id: str) -> None:
     if not trigger_id:
         return
     try:
-        client.call("views_open", trigger_id=str(trigger_id), view=blocks.answer_modal(m))
+        client.call("views_open", timeout=2, trigger_id=str(trigger_id), view=blocks.answer_modal(m))
     except (SlackNotConfigured, SlackPermanentError, SlackRetryLater) as exc:
         log.warning("views.open for message %s failed: %s", m.pk, exc)
         services.tell(m, user_id, "Sorry, the answer form could not be opened. Please try again.")

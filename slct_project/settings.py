@@ -3,7 +3,7 @@
 DATABASE_URL  -- default: SQLite file in .slct/ (WAL, IMMEDIATE transactions)
 REDIS_URL     -- default: the embedded redis-server that run.sh/test.sh start (see embedded_redis.py)
 SECRET_KEY, DEBUG, ALLOWED_HOSTS
-SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_API_URL
+SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_API_URL, SLACK_DEFAULT_CHANNEL, SLACK_COMMAND_USERS (docs/SLACK.md)
 SLCT_* -- engine settings, read through slct_workflows.conf
 """
 import os
@@ -155,6 +155,8 @@ SPECTACULAR_SETTINGS = {
 SLACK_BOT_TOKEN = os.environ.get("SLACK_BOT_TOKEN", "")
 SLACK_SIGNING_SECRET = os.environ.get("SLACK_SIGNING_SECRET", "")
 SLACK_API_URL = os.environ.get("SLACK_API_URL", "https://slack.com/api/")
+SLACK_DEFAULT_CHANNEL = os.environ.get("SLACK_DEFAULT_CHANNEL", "")  # when a helper gets no channel=
+SLACK_COMMAND_USERS = os.environ.get("SLACK_COMMAND_USERS", "")  # user ids allowed to `/slct send` (empty: all)
 
 LOGGING = {
     "version": 1,

@@ -221,3 +221,31 @@ def test_reconcile_leaves_open_questions_alone(runner, slack_settings, fake_slac
     m.refresh_from_db()
     assert m.status == Status.OPEN
     assert ProcessInstance.objects.get(pk=pid).status == "running"
+
+
+def test_slack_sync_command_closes_questions_missed_by_the_signals(runner, slack_settings, fake_slack):
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.db.models.signals import post_save
+
+    from slack_integration import signals
+    from slct_workflows.models import Goroutine, ProcessInstance as P
+
+    pid = runner.start("slack-test-approve", {"channel": "#finance", "timeout": 60})
+    post_save.disconnect(signals.goroutine_saved, sender=Goroutine, dispatch_uid="slack_integration.goroutine_saved")
+    post_save.disconnect(signals.process_saved, sender=P, dispatch_uid="slack_integration.process_saved")
+    try:
+        runner.advance(seconds=60)
+    finally:
+        signals.connect()
+    assert runner.process(pid).output["timed_out"] is True
+    m = the_message(pid)
+    assert m.status == Status.OPEN  # nobody noticed
+    out = StringIO()
+    call_command("slack_sync", stdout=out)
+    assert "1 question(s) closed" in out.getvalue()
+    runner.run()
+    m.refresh_from_db()
+    assert m.status == Status.TIMED_OUT
+    assert "Timed out" in fake_slack.messages[(m.slack_channel, m.ts)]["text"]
