@@ -195,14 +195,20 @@ def close_channel(ch: ChannelState) -> Decision:
     """Close: every blocked receiver and sender fires with `closed`. Double close is a no-op.
 
     The buffer is kept: receivers drain it before they see `closed`.
+
+    A select is exclusive: a goroutine blocked with several cases on this channel fires once, by
+    its first waiter (receivers before senders, as Go's close does; oldest first, which for one
+    select is case order).
     """
     d = Decision()
     if ch.closed:
         return d
-    for w in ch.receivers:
+    fired: set[Hashable] = set()
+    for w in [*ch.receivers, *ch.senders]:
+        if w.owner in fired:
+            continue
+        fired.add(w.owner)
         d.fires.append(Fire(w, ch.name, value=None, closed=True))
-    for w in ch.senders:
-        d.fires.append(Fire(w, ch.name, closed=True))
     return d
 
 
