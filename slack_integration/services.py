@@ -140,11 +140,17 @@ def sync_process(process_id: str) -> int:
 
 def sync_all(limit: int = 1000) -> int:
     """Reconcile open questions across processes (the `slack_sync` command, the admin page)."""
-    ids = list(
+    rows = list(
         SlackMessage.objects.filter(status=Status.OPEN).exclude(kind=Kind.POST)
-        .order_by("id").values_list("id", flat=True)[:limit]
+        .order_by("id").values_list("id", "reply_channel")[:limit]
     )
-    return sum(1 for mid in ids if reconcile(mid))
+    # One query finds the questions still waited on; only the others need a closer look.
+    waiting = set(
+        PendingCase.objects.filter(
+            channel_id__in=[rc for _, rc in rows if rc], kind="recv", goroutine__status=GoroutineStatus.BLOCKED,
+        ).values_list("channel_id", flat=True)
+    )
+    return sum(1 for mid, rc in rows if rc not in waiting and reconcile(mid))
 
 
 # -- answers ------------------------------------------------------------------------------------
