@@ -22,3 +22,10 @@ def advance(delta: timedelta) -> None:
 def reset() -> None:
     global _offset
     _offset = timedelta(0)
+
+
+def use(func: Callable[[], datetime]) -> Callable[[], datetime]:
+    """Replace the time source (tests freeze it); returns the previous one."""
+    global _now
+    previous, _now = _now, func
+    return previous

@@ -108,7 +108,7 @@ class Registry:
         definition = Definition(name=name, cls=cls, version=version, goroutines=step_methods(cls))
         versions = self._by_name.setdefault(name, {})
         existing = versions.get(version)
-        if existing is not None and existing.cls.__qualname__ != cls.__qualname__:
+        if existing is not None and _class_path(existing.cls) != _class_path(cls):
             raise ValueError(f"process definition {name!r} version {version!r} is already registered by {existing.cls}")
         versions[version] = definition
         self._latest[name] = version if name not in self._latest else max(self._latest[name], version, key=_version_key)
@@ -123,6 +123,39 @@ class Registry:
             raise NotFound(f"process definition {name!r} has no version {version!r}")
         return versions[key]
 
+    def for_process(self, name: str, version: str) -> Definition:
+        """The definition a process started with `version` runs on: exactly that version. A
+        process started before its definition had versions ("") follows the latest one, unless
+        an unversioned class is still registered."""
+        versions = self._by_name.get(name)
+        if not versions:
+            raise NotFound(f"unknown process definition {name!r}")
+        if version in versions:
+            return versions[version]
+        if version == "":
+            return versions[self._latest[name]]
+        raise NotFound(f"process definition {name!r} has no version {version!r} registered")
+
+    def remove(self, name: str, version: str | None = None) -> None:
+        """Unregister one version (or every version) of a definition."""
+        versions = self._by_name.get(name, {})
+        if version is None:
+            versions.clear()
+        else:
+            versions.pop(version, None)
+        if versions:
+            self._latest[name] = max(versions, key=_version_key)
+        else:
+            self._by_name.pop(name, None)
+            self._latest.pop(name, None)
+
+    def snapshot(self) -> tuple[dict, dict]:
+        return {n: dict(v) for n, v in self._by_name.items()}, dict(self._latest)
+
+    def restore(self, snapshot: tuple[dict, dict]) -> None:
+        by_name, latest = snapshot
+        self._by_name, self._latest = {n: dict(v) for n, v in by_name.items()}, dict(latest)
+
     def all(self) -> list[Definition]:
         return [d for name in sorted(self._by_name) for _, d in sorted(self._by_name[name].items())]
 
@@ -131,7 +164,12 @@ class Registry:
 
 
 def _version_key(v: str) -> tuple:
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"[.\-]", v)) if v else ()
+    """"2" < "10", and numbers sort before words, so mixed schemes still compare."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[.\-]", v)) if v else ()
+
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 registry = Registry()

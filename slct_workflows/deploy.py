@@ -40,9 +40,8 @@ BATCH = 500
 
 
 def definition_for(proc: ProcessInstance) -> Definition:
-    """The definition the engine runs this process's steps with (engine.Step.run resolves it the
-    same way: a process started without a version follows the latest one). NotFound if none."""
-    return registry.get(proc.definition, proc.version or None)
+    """The definition the engine runs this process's steps with. NotFound if none."""
+    return registry.for_process(proc.definition, proc.version)
 
 
 # -- calling a step method --------------------------------------------------------------------

@@ -146,7 +146,7 @@ class Step:
     def run(self) -> StepResult:
         proc, g = self.proc, self.g
         try:
-            definition = registry.get(proc.definition, proc.version or None)
+            definition = registry.for_process(proc.definition, proc.version)
             instance = definition.load_state(proc.state)
             p = Process(
                 process_id=proc.id, definition=proc.definition, goroutine=g.name, method=g.next_method,

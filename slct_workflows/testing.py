@@ -36,7 +36,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import channels, clock, dispatch, jobs, services
-from .definitions import Registry, _version_key, registry
+from .definitions import Registry, registry
 from .models import (
     Event, EventKind, Goroutine, GoroutineStatus, Outbox, OutboxStatus, PendingCase, ProcessInstance, ProcessStatus,
 )
@@ -77,28 +77,19 @@ def isolated_registry(*, empty: bool = False) -> Iterator[Registry]:
 
     `empty=True` starts the block with no definitions at all.
     """
-    saved = ({name: dict(versions) for name, versions in registry._by_name.items()}, dict(registry._latest))
+    saved = registry.snapshot()
     if empty:
-        registry._by_name, registry._latest = {}, {}
+        registry.restore(({}, {}))
     try:
         yield registry
     finally:
-        registry._by_name, registry._latest = saved
+        registry.restore(saved)
 
 
 def forget(name: str, version: str | None = None) -> None:
     """Unregister a definition (all versions, or one), as if its code had been deleted.
     Use it inside `isolated_registry()` so it comes back after the test."""
-    versions = registry._by_name.get(name, {})
-    if version is None:
-        versions.clear()
-    else:
-        versions.pop(version, None)
-    if versions:
-        registry._latest[name] = max(versions, key=_version_key)
-    else:
-        registry._by_name.pop(name, None)
-        registry._latest.pop(name, None)
+    registry.remove(name, version)
 
 
 # -- the runner -----------------------------------------------------------------------------------
@@ -127,16 +118,16 @@ class WorkflowRunner:
 
     def __enter__(self) -> "WorkflowRunner":
         self._previous = dispatch.use(NullDispatcher())
-        self._previous_now = clock._now
         clock.reset()
         if self.freeze:
             frozen = self._start_time or timezone.now()
-            clock._now = lambda: frozen
+            self._previous_now = clock.use(lambda: frozen)
         return self
 
     def __exit__(self, *exc: Any) -> None:
         dispatch.use(self._previous)
-        clock._now = self._previous_now
+        if self._previous_now is not None:
+            clock.use(self._previous_now)
         clock.reset()
 
     # -- driving ---------------------------------------------------------------------------
