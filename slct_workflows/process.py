@@ -13,10 +13,7 @@ from typing import Any, Callable
 from . import semantics
 from .definitions import split_method
 from .errors import DeclarationError
-from .values import ValueError_, to_json
-
-MAX_NAME = 200
-
+from .values import MAX_CAPACITY, NAME_RULE, ValueError_, is_name, to_json
 
 @dataclass
 class GoDecl:
@@ -112,8 +109,8 @@ class Process:
             raise self._fail(f"{what} is not JSON: {exc}") from None
 
     def _channel(self, name: Any) -> str:
-        if not isinstance(name, str) or not name or len(name) > MAX_NAME:
-            raise self._fail(f"channel name must be a non-empty string of at most {MAX_NAME} characters, got {name!r}")
+        if not is_name(name):
+            raise self._fail(f"channel name must be {NAME_RULE}, got {name!r}")
         return name
 
     def _kind(self) -> str:
@@ -151,8 +148,8 @@ class Process:
         self.decls.output = self._json(output, "finish() output")
 
     def make_chan(self, capacity: int = 0, name: str | None = None) -> str:
-        if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 0:
-            raise self._fail(f"channel capacity must be an integer >= 0, got {capacity!r}")
+        if not isinstance(capacity, int) or isinstance(capacity, bool) or not 0 <= capacity <= MAX_CAPACITY:
+            raise self._fail(f"channel capacity must be an integer from 0 to {MAX_CAPACITY}, got {capacity!r}")
         chan = self._channel(name) if name is not None else f"chan-{uuid.uuid4().hex}"
         self.decls.made.append((chan, capacity))
         return chan
@@ -165,8 +162,8 @@ class Process:
             raise self._fail("only one select (or call) per step")
         if self.decls.finished:
             raise self._fail("call() after finish()")
-        if id is not None and (not isinstance(id, str) or not id or len(id) > MAX_NAME):
-            raise self._fail(f"child process id must be a non-empty string, got {id!r}")
+        if id is not None and not is_name(id):
+            raise self._fail(f"child process id must be {NAME_RULE}, got {id!r}")
         self.decls.call = CallDecl(definition, self._json(input, "call() input"), id)
         return CallBuilder(self)
 

@@ -5,7 +5,6 @@ subclass having changed nothing.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,9 +20,8 @@ from .models import (
     Channel, Event, EventKind, ExternalSend, Goroutine, GoroutineStatus, PendingCase, ProcessInstance,
     ProcessStatus, SendStatus, new_id,
 )
-from .values import ValueError_, fingerprint, to_json
+from .values import MAX_CAPACITY, NAME_RULE, ValueError_, fingerprint, is_name, to_json
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@#/+-]{0,199}$")
 
 
 def _json(value: Any, what: str) -> Any:
@@ -34,12 +32,14 @@ def _json(value: Any, what: str) -> Any:
 
 
 def _name(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not NAME_RE.match(value):
-        raise InvalidInput(
-            f"{what} must be 1-200 characters of letters, digits and _.:@#/+- "
-            f"(starting with a letter or digit), got {value!r}"
-        )
+    if not is_name(value):
+        raise InvalidInput(f"{what} must be {NAME_RULE}, got {value!r}")
     return value
+
+
+def _lookup_key(value: Any) -> bool:
+    """Can this be a primary key at all? (PostgreSQL rejects NUL in text: treat it as unknown.)"""
+    return isinstance(value, str) and bool(value) and "\x00" not in value
 
 
 # -- processes --------------------------------------------------------------------------------
@@ -112,14 +112,14 @@ def _same_start(existing: ProcessInstance, definition: str, input: Any) -> Start
 
 
 def get_process(process_id: str) -> ProcessInstance:
-    proc = ProcessInstance.objects.filter(pk=process_id).first()
+    proc = ProcessInstance.objects.filter(pk=process_id).first() if _lookup_key(process_id) else None
     if proc is None:
         raise NotFound(f"unknown process {process_id!r}")
     return proc
 
 
 def _locked_process(process_id: str) -> ProcessInstance:
-    proc = ProcessInstance.objects.select_for_update().filter(pk=process_id).first()
+    proc = ProcessInstance.objects.select_for_update().filter(pk=process_id).first() if _lookup_key(process_id) else None
     if proc is None:
         raise NotFound(f"unknown process {process_id!r}")
     return proc
@@ -182,17 +182,20 @@ def retry_process(process_id: str) -> ProcessInstance:
 # -- channels ---------------------------------------------------------------------------------
 
 def create_channel(name: str | None = None, capacity: int = 0) -> Channel:
-    if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 0:
-        raise InvalidInput(f"capacity must be an integer >= 0, got {capacity!r}")
+    if not isinstance(capacity, int) or isinstance(capacity, bool) or not 0 <= capacity <= MAX_CAPACITY:
+        raise InvalidInput(f"capacity must be an integer from 0 to {MAX_CAPACITY}, got {capacity!r}")
     name = _name(name, "channel name") if name is not None else f"chan-{new_id()}"
-    with transaction.atomic():
-        if Channel.objects.filter(pk=name).exists():
-            raise Conflict(f"channel {name!r} already exists")
-        return Channel.objects.create(name=name, capacity=capacity)
+    try:
+        with transaction.atomic():
+            if Channel.objects.filter(pk=name).exists():
+                raise Conflict(f"channel {name!r} already exists")
+            return Channel.objects.create(name=name, capacity=capacity)
+    except IntegrityError:  # created by someone else between our check and our insert
+        raise Conflict(f"channel {name!r} already exists") from None
 
 
 def get_channel(name: str) -> Channel:
-    chan = Channel.objects.filter(pk=name).first()
+    chan = Channel.objects.filter(pk=name).first() if _lookup_key(name) else None
     if chan is None:
         raise NotFound(f"unknown channel {name!r}")
     return chan
@@ -215,8 +218,8 @@ def send(channel: str, value: Any, key: str, *, wait: bool = True, create: bool 
     the refusal is remembered under the key. A closed channel raises ChannelClosed (nothing stored).
     """
     _name(channel, "channel name")
-    if not isinstance(key, str) or not key or len(key) > 255:
-        raise InvalidInput("an idempotency key (1-255 characters) is required")
+    if not isinstance(key, str) or not key or len(key) > 255 or not key.isprintable():
+        raise InvalidInput("an idempotency key (1-255 printable characters) is required")
     value = _json(value, "value")
     fp = fingerprint(channel, value)
 
@@ -281,7 +284,7 @@ def _repeat(previous: ExternalSend, fp: str) -> SendResult:
 
 
 def get_send(key: str) -> ExternalSend:
-    record = ExternalSend.objects.filter(pk=key).first()
+    record = ExternalSend.objects.filter(pk=key).first() if _lookup_key(key) else None
     if record is None:
         raise NotFound(f"unknown send {key!r}")
     return record

@@ -145,3 +145,27 @@ def test_external_send_idempotency_and_outcomes(runner):
     from slct_workflows.channels import buffer_values
 
     assert buffer_values("ext") == [1]
+
+
+@pytest.mark.parametrize("value", ["nul\x00inside", {"k\x00": 1}, "lone \ud800 surrogate", float("inf")])
+def test_values_a_database_cannot_store_are_refused_before_any_write(runner, value):
+    services.create_channel("strict", capacity=5)
+    with pytest.raises(InvalidInput):
+        services.send("strict", value, "k-strict")
+    with pytest.raises(InvalidInput):
+        services.start_process("t-sleeper", value)
+    assert services.send("strict", "emoji \U0001F600 and \\u0000 as text", "k-ok").status == "buffered"
+    assert ProcessInstance.objects.count() == 0 and Event.objects.count() == 1
+
+
+def test_names_follow_one_rule_and_unknown_keys_are_not_found(runner):
+    with pytest.raises(InvalidInput):
+        services.create_channel("has space")
+    with pytest.raises(InvalidInput):
+        services.create_channel("big", capacity=10**12)
+    for lookup in (services.get_process, services.get_channel, services.get_send):
+        with pytest.raises(NotFound):
+            lookup("nul\x00id")
+    services.create_channel("twice")
+    with pytest.raises(Conflict):
+        services.create_channel("twice")
