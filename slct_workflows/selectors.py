@@ -180,9 +180,11 @@ def process_channels(process: ProcessInstance | str) -> list[Channel]:
 
 def related_events(events: list[Event], process_id: str, limit: int = 200) -> list[Event]:
     """Steps of *other* processes that sent a value (or started) one of `events`, or that received
-    from this process: the far ends of the timeline's cross-process arrows."""
+    from this process: the far ends of the timeline's cross-process arrows. A few queries, however
+    many events: one per other process named by seq, one per sending goroutine, one for receivers."""
     out: dict[int, Event] = {}
     wanted_seq: dict[str, set[int]] = {}
+    latest_before: dict[tuple[str, str], list[int]] = {}  # (process, goroutine) -> receiving event ids
     for e in events:
         src = e.source if isinstance(e.source, dict) else {}
         pid = src.get("process")
@@ -190,18 +192,21 @@ def related_events(events: list[Event], process_id: str, limit: int = 200) -> li
             continue
         if "seq" in src:
             wanted_seq.setdefault(pid, set()).add(src["seq"])
-        else:  # the sender's latest step before this one
-            qs = Event.objects.filter(process_id=pid, id__lt=e.pk)  # ids follow commit order; clocks may tie
-            if src.get("goroutine"):
-                qs = qs.filter(goroutine=src["goroutine"])
-            found = qs.order_by("-id").first()
-            if found is not None:
-                out[found.pk] = found
-        if len(out) >= limit:
-            break
+        elif e.pk is not None:
+            latest_before.setdefault((pid, src.get("goroutine") or ""), []).append(e.pk)
     for pid, seqs in wanted_seq.items():
         for found in Event.objects.filter(process_id=pid, seq__in=sorted(seqs)[:limit]):
             out[found.pk] = found
+    for (pid, goroutine), ids in latest_before.items():
+        # The sender's latest step before each receive; ids follow commit order (clocks may tie).
+        qs = Event.objects.filter(process_id=pid, id__lt=max(ids))
+        if goroutine:
+            qs = qs.filter(goroutine=goroutine)
+        candidates = list(qs.order_by("-id")[:limit])
+        for rid in ids:
+            found = next((c for c in candidates if c.pk < rid), None)
+            if found is not None:
+                out[found.pk] = found
     for found in Event.objects.filter(source__process=process_id).exclude(process_id=process_id).exclude(
         process_id__isnull=True
     ).order_by("-id")[:limit]:

@@ -193,3 +193,13 @@ def test_pending_case_overdue_filter(run, admin_client_):
 
     clock.advance(timedelta(seconds=120))  # due, but nobody ran it
     assert "1 pending case" in text_only(page(admin_client_, f"{ADMIN}/pendingcase/?overdue=yes"))
+
+
+def test_process_page_queries_do_not_grow_with_the_history(run, admin_client_, django_assert_max_num_queries):
+    ping = run.start("pingpong", {"role": "ping", "inbox": "a", "outbox": "b", "rounds": 40})
+    run.start("pingpong", {"role": "pong", "inbox": "b", "outbox": "a", "rounds": 40})
+    assert Event.objects.filter(process_id=ping).count() > 40
+    with django_assert_max_num_queries(30):
+        r = admin_client_.get(f"{ADMIN}/processinstance/{ping}/change/")
+    assert r.status_code == 200
+    assert r.content.decode().count('class="slct-arrow"') == 40  # 20 values each way
