@@ -132,9 +132,9 @@ def title_line(e: Any) -> str:
         return {"cancel": "cancelled by operator", "retry": "retried by operator"}.get(kind, kind)
     name = e.method or kind
     if kind == "error":
-        return f"{name}: error, will retry"
+        return f"{name} (error)"
     if kind == "failed":
-        return f"{name}: FAILED"
+        return f"{name} (FAILED)"
     return name
 
 

@@ -181,3 +181,13 @@ def test_operator_events_span_all_lanes_and_omitted_steps_are_said():
 def test_empty_history_still_draws():
     root = parse(timeline.render([], process_id="p1", statuses={"Main": "runnable"}))
     assert "Main" in texts(root)
+
+
+def test_failed_steps_are_marked_with_their_error():
+    events = [ev(1, "Main", kind="start"), ev(2, "Main", "Main_Start", "start", kind="error",
+                                             error="ValueError: bad input 42")]
+    root = parse(timeline.render(events, process_id="p1"))
+    box = by_class(root, "slct-error")[0]
+    assert texts(box)[0] == "Main_Start (error)"
+    assert texts(box)[2] == "ValueError: bad input 42"
+    assert box.find("s:rect", NS).get("stroke") == timeline.KIND_STROKE["error"]
