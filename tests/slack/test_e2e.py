@@ -30,6 +30,34 @@ def posted_question(fake_slack, pid: str, worker):
     return m, call
 
 
+def concurrently(func, n: int) -> list:
+    """Run func(test_client) in n threads released together (each thread its own DB connection)."""
+    import threading
+
+    from django.db import connection
+    from django.test import Client
+
+    barrier = threading.Barrier(n)
+    results: list = [None] * n
+
+    def run(i: int) -> None:
+        try:
+            c = Client()
+            barrier.wait()
+            results[i] = func(c)
+        except Exception as exc:  # reported by the assertion below
+            results[i] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return results
+
+
 def shown(fake_slack, m: SlackMessage) -> dict:
     return fake_slack.messages[(m.slack_channel, m.ts)]
 
@@ -64,7 +92,7 @@ def test_the_same_click_delivered_twice_at_once_resumes_once(slack_worker, fake_
     pid = services.start_process("slack-test-approve", {"channel": "#finance", "timeout": 600}).process.id
     m, call = posted_question(fake_slack, pid, slack_worker)
     body = {"payload": json.dumps(click_payload(call, button(call, "slct_reject"), user="U2"))}
-    codes = [post_signed(client, URL, body).status_code for _ in range(2)]
+    codes = concurrently(lambda c: post_signed(c, URL, body).status_code, 2)
     assert codes == [200, 200]
     wait_until(lambda: proc(pid).status == "done", timeout=30, message=slack_worker.logs())
     out = proc(pid).output
@@ -127,3 +155,30 @@ def test_cancel_updates_the_message(slack_worker, fake_slack):
                message=f"chat.update after cancel\n{slack_worker.logs()}")
     m.refresh_from_db()
     assert m.status == Status.CANCELLED
+
+
+def test_racing_approvers_only_one_answer_lands(slack_worker, fake_slack, client):
+    pid = services.start_process("slack-test-approve", {"channel": "#finance", "timeout": 600}).process.id
+    m, call = posted_question(fake_slack, pid, slack_worker)
+    clicks = [("U1", "slct_approve"), ("U2", "slct_reject"), ("U3", "slct_approve"), ("U4", "slct_reject")]
+    bodies = [{"payload": json.dumps(click_payload(call, button(call, action), user=user))} for user, action in clicks]
+    it = iter(bodies)
+    import threading
+
+    lock = threading.Lock()
+
+    def one(c):
+        with lock:
+            body = next(it)
+        return post_signed(c, URL, body).status_code
+
+    assert concurrently(one, len(bodies)) == [200] * len(bodies)
+    wait_until(lambda: proc(pid).status == "done", timeout=30, message=slack_worker.logs())
+    out = proc(pid).output
+    winner = dict(clicks)[out["user"]]
+    assert out["approved"] is (winner == "slct_approve")
+    assert Event.objects.filter(process_id=pid, method="Main_Decided").count() == 1
+    delivered = ExternalSend.objects.filter(channel=m.reply_channel, status="delivered")
+    assert delivered.count() == 1 and delivered.get().value["user"] == out["user"]
+    eph = fake_slack.wait_for("chat.postEphemeral", 3)
+    assert sorted(e.params["user"] for e in eph) == sorted(u for u, _ in clicks if u != out["user"])
