@@ -37,6 +37,7 @@ class LockedChannels:
     live: dict[Hashable, bool] = field(default_factory=dict)
     woken: list[int] = field(default_factory=list)  # goroutine ids to enqueue after commit
     owners: dict[Hashable, dict] = field(default_factory=dict)  # owner -> {"process", "goroutine"}
+    buffer_sources: dict[str, list] = field(default_factory=dict)  # who sent each buffered value
 
     def state(self, name: str) -> semantics.ChannelState:
         return self.states[name]
@@ -71,13 +72,15 @@ def lock(names: Iterable[str], *, create: bool = False) -> LockedChannels:
         rows = dict(sorted(rows.items()))
     states = {n: semantics.ChannelState(name=n, capacity=c.capacity, closed=c.closed) for n, c in rows.items()}
     buffer_ids: dict[str, list[int]] = {n: [] for n in rows}
+    buffer_sources: dict[str, list] = {n: [] for n in rows}
     buffered = [n for n, c in rows.items() if c.capacity > 0]  # unbuffered channels never hold values
-    for bid, chan, value in BufferedValue.objects.filter(channel_id__in=buffered).order_by("channel_id", "seq").values_list(
-        "id", "channel_id", "value"
-    ) if buffered else ():
+    for bid, chan, value, source in BufferedValue.objects.filter(channel_id__in=buffered).order_by(
+        "channel_id", "seq"
+    ).values_list("id", "channel_id", "value", "source") if buffered else ():
         states[chan].buffer.append(value)
         buffer_ids[chan].append(bid)
-    locked = LockedChannels(rows=rows, states=states, buffer_ids=buffer_ids)
+        buffer_sources[chan].append(source)
+    locked = LockedChannels(rows=rows, states=states, buffer_ids=buffer_ids, buffer_sources=buffer_sources)
     pending = (
         PendingCase.objects.filter(channel_id__in=rows, kind__in=["recv", "send"])
         .order_by("id")
@@ -120,21 +123,31 @@ def decide(locked: LockedChannels, evaluate) -> semantics.Decision:
                 st.drop_owner(owner)
 
 
-def apply(locked: LockedChannels, decision: semantics.Decision, now: datetime, source: dict | None) -> None:
-    """Write a decision's buffer edits and wake its fired waiters; keep the snapshot in step."""
+def apply(locked: LockedChannels, decision: semantics.Decision, now: datetime, source: dict | None) -> list:
+    """Write a decision's buffer edits and wake its fired waiters; keep the snapshot in step.
+
+    `source` is who acts (for the history's arrows). Returns the sources of the popped values.
+    """
+    popped = []
     for chan in decision.pops:
         bid = locked.buffer_ids[chan].pop(0)
         locked.states[chan].buffer.pop(0)
+        popped.append(locked.buffer_sources[chan].pop(0))
         BufferedValue.objects.filter(pk=bid).delete()
+    # A push on a channel that was also popped is a blocked sender's value moving into the buffer.
+    handed_off = {f.channel: locked.owners.get(f.waiter.owner) for f in decision.fires if f.waiter.op == "send"}
     for chan, value in decision.pushes:
         row = locked.rows[chan]
         row.next_seq += 1
         Channel.objects.filter(pk=chan).update(next_seq=F("next_seq") + 1)
-        bv = BufferedValue.objects.create(channel_id=chan, seq=row.next_seq, value=value, source=source)
+        pushed_by = handed_off.get(chan, source) if chan in decision.pops else source
+        bv = BufferedValue.objects.create(channel_id=chan, seq=row.next_seq, value=value, source=pushed_by)
         locked.buffer_ids[chan].append(bv.id)
+        locked.buffer_sources[chan].append(pushed_by)
         locked.states[chan].buffer.append(value)
     for fire in decision.fires:
         fire_waiter(locked, fire, now, source)
+    return popped
 
 
 def fire_waiter(locked: LockedChannels, fire: semantics.Fire, now: datetime, source: dict | None) -> None:

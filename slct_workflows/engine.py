@@ -296,7 +296,9 @@ class Step:
         for fire in decision.fires:
             if fire.waiter.op == "send" and case.kind == semantics.RECV:
                 source = locked.owners.get(fire.waiter.owner)
-        channels.apply(locked, decision, self.now, self.source)
+        popped = channels.apply(locked, decision, self.now, self.source)
+        if case.kind == semantics.RECV and decision.pops:
+            source = popped[0]  # the value came out of the buffer: its sender
         for fire in decision.fires:
             if fire.waiter.owner[0] == "g":
                 self._note("woke", fire.waiter.owner[1])

@@ -31,3 +31,9 @@ class DeclarationError(SlctError):
     """A process method declared something impossible (bad select, bad target, non-JSON value)."""
 
     code = "declaration"
+
+
+class QueueUnavailable(SlctError):
+    """Redis could not be reached; the database is unchanged and the sweep can run later."""
+
+    code = "queue_unavailable"

@@ -15,7 +15,7 @@ from . import channels, clock, dispatch, semantics
 from .db import with_db_retries
 from .definitions import Definition, registry
 from .engine import deliver_result, end_goroutines
-from .errors import ChannelClosed, Conflict, InvalidInput, NoReceiver, NotFound
+from .errors import ChannelClosed, Conflict, InvalidInput, NoReceiver, NotFound, QueueUnavailable
 from .models import (
     Channel, Event, EventKind, ExternalSend, Goroutine, GoroutineStatus, PendingCase, ProcessInstance,
     ProcessStatus, SendStatus, new_id,
@@ -343,6 +343,9 @@ def sweep(grace_seconds: float | None = None) -> SweepReport:
         .exclude(not_before__gt=now).values_list("id", flat=True)
     )
     d = dispatch.get()
-    d.wake(sorted(set(runnable) | set(timers)))
-    d.outbox(outbox)
+    try:
+        d.wake(sorted(set(runnable) | set(timers)))
+        d.outbox(outbox)
+    except Exception as exc:  # redis.ConnectionError and friends: nothing was changed
+        raise QueueUnavailable(f"the job queue (Redis) is unavailable: {exc}") from exc
     return SweepReport(runnable=len(runnable), timers=len(timers), outbox=len(outbox))

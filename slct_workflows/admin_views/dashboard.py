@@ -104,12 +104,8 @@ def sweep_view(model_admin, request) -> HttpResponse:
     if confirmed(request):
         try:
             report = services.sweep()
-        except SlctError as exc:
+        except SlctError as exc:  # QueueUnavailable when Redis is unreachable
             messages.error(request, f"Could not run the recovery sweep: {exc}")
-        except Exception as exc:  # Redis unreachable: the sweep enqueues through RQ
-            if not _is_redis_error(exc):
-                raise
-            messages.error(request, f"Could not run the recovery sweep: Redis is unreachable ({exc}).")
         else:
             messages.success(
                 request,

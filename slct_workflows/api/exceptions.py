@@ -16,7 +16,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from ..errors import ChannelClosed, Conflict, InvalidInput, NoReceiver, NotFound, SlctError
+from ..errors import ChannelClosed, Conflict, InvalidInput, NoReceiver, NotFound, QueueUnavailable, SlctError
 
 SERVICE_STATUS: list[tuple[type[SlctError], int]] = [
     (NotFound, status.HTTP_404_NOT_FOUND),
@@ -24,6 +24,7 @@ SERVICE_STATUS: list[tuple[type[SlctError], int]] = [
     (NoReceiver, status.HTTP_409_CONFLICT),
     (Conflict, status.HTTP_409_CONFLICT),
     (InvalidInput, status.HTTP_400_BAD_REQUEST),
+    (QueueUnavailable, status.HTTP_503_SERVICE_UNAVAILABLE),
     (SlctError, status.HTTP_400_BAD_REQUEST),
 ]
 

@@ -299,4 +299,4 @@ def test_sweep_with_redis_unreachable_is_an_error_message(run, admin_client_, se
         dispatch.use(previous)
     assert r.status_code == 200
     [(level, text)] = messages_of(r)
-    assert level == "error" and "Redis is unreachable" in text
+    assert level == "error" and "the job queue (Redis) is unavailable" in text

@@ -169,3 +169,11 @@ def test_names_follow_one_rule_and_unknown_keys_are_not_found(runner):
     services.create_channel("twice")
     with pytest.raises(Conflict):
         services.create_channel("twice")
+
+
+def test_a_value_taken_from_a_buffer_remembers_its_sender(runner):
+    services.create_channel("buf-src", capacity=2)
+    runner.send("buf-src", "hello", key="ext-1")
+    pid = runner.start("counter", {"channel": "buf-src"})
+    step = Event.objects.get(process_id=pid, method="Main_Count")
+    assert step.value == "hello" and step.source == {"external": "ext-1"}
