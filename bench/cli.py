@@ -150,13 +150,13 @@ def run_all(args, env: BenchEnv, logdir: Path) -> dict:
 
     out: dict = {}
     if "ceilings" in args.only:
-        half = max(2.0, args.duration / 2)
+        half = max(2.0, args.duration * 0.4)
         log(f"1a: ORM step-shaped transactions, 1 connection, {half:.0f}s")
         out["raw_1"] = scenarios.raw_transactions(env, half, 1)
         if args.workers > 1:
             log(f"1a: ORM step-shaped transactions, {args.workers} connections, {half:.0f}s")
             out["raw_n"] = scenarios.raw_transactions(env, half, args.workers)
-    short = max(2.0, args.duration / 2)
+    short = max(2.0, args.duration * 0.4)
     runtime = {"ceilings", "pingpong", "fanin", "timers"} & args.only
     if runtime or args.profile:
         pool = WorkerPool(env, logdir)
@@ -180,7 +180,7 @@ def run_all(args, env: BenchEnv, logdir: Path) -> dict:
                 out["fanin"] = scenarios.fanin(env, args.senders, args.capacity, args.warmup, args.duration)
             if "timers" in args.only:
                 rate = (out.get("pingpong") or out.get("naive") or {}).get("steps_per_s") or 100.0
-                lead = args.timer_lead or min(60.0, 2.0 + 2.0 * args.timers / max(rate, 20.0))
+                lead = args.timer_lead or min(60.0, 2.0 + 1.5 * args.timers / max(rate, 20.0))
                 log(f"2c: {args.timers} timers due together, {lead:.1f}s ahead")
                 out["timers"] = scenarios.timers(env, args.timers, lead)
         except BaseException:
