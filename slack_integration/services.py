@@ -20,12 +20,12 @@ from typing import Any
 from django.db import transaction
 from django.utils.dateparse import parse_datetime
 
-from slct_workflows import clock, dispatch
+from slct_workflows import clock
 from slct_workflows import services as wf
 from slct_workflows.db import with_db_retries
 from slct_workflows.errors import ChannelClosed, Conflict, InvalidInput, NoReceiver, NotFound
 from slct_workflows.models import (
-    ExternalSend, GoroutineStatus, Outbox, PendingCase, ProcessInstance, ProcessStatus, SendStatus,
+    ExternalSend, GoroutineStatus, PendingCase, ProcessInstance, ProcessStatus, SendStatus,
 )
 
 from . import blocks
@@ -47,9 +47,7 @@ DELIVERED, REPEATED, ALREADY_ANSWERED, NOT_OPEN, REFUSED = (
 def queue_job(func: str, *args: Any, process_id: str | None = None) -> int:
     """Record an outbox row (in the current transaction, if any) and enqueue it after commit.
     The engine's outbox runs it once, retrying failures with backoff (the sweep finds lost ones)."""
-    row = Outbox.objects.create(process_id=process_id, func=func, args=list(args), kwargs={})
-    dispatch.after_commit_outbox([row.id])
-    return row.id
+    return wf.record_side_effect(func, *args, process_id=process_id)
 
 
 def tell(message: SlackMessage, user: str, text: str) -> None:

@@ -85,10 +85,11 @@ def fire_due_timer(goroutine_id: int) -> bool:
 def run_step(goroutine_id: int) -> StepResult:
     try:
         return with_db_retries(lambda: _step(goroutine_id))
-    except StepFailed as failure:
-        # Recorded in a transaction of its own: the failed step left nothing behind, not even
-        # writes the user's method made through the ORM.
-        return with_db_retries(lambda: _record_failure(goroutine_id, failure))
+    except StepFailed as exc:
+        failure = exc
+    # Recorded in a transaction of its own: the failed step left nothing behind, not even
+    # writes the user's method made through the ORM.
+    return with_db_retries(lambda: _record_failure(goroutine_id, failure))
 
 
 def _lock_process(goroutine_id: int) -> tuple[ProcessInstance, Goroutine, list[Goroutine]] | None:

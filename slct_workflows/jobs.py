@@ -70,8 +70,9 @@ def run_outbox(outbox_id: int) -> str:
         func = getattr(importlib.import_module(module), name)
         result = func(*row.args, **row.kwargs)
     except Exception as exc:
-        delay = getattr(exc, "retry_after", None) or min(300.0, conf.retry_backoff() * 2 ** row.attempts)
-        failed = row.attempts >= 10
+        retry_after = getattr(exc, "retry_after", None)  # a rate limit: wait as told, never give up
+        delay = retry_after or min(300.0, conf.retry_backoff() * 2 ** row.attempts)
+        failed = row.attempts >= 10 and not retry_after
         Outbox.objects.filter(pk=row.pk).update(
             last_error=f"{type(exc).__name__}: {exc}",
             status=OutboxStatus.FAILED if failed else OutboxStatus.PENDING,

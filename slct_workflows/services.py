@@ -17,8 +17,8 @@ from .definitions import Definition, registry
 from .engine import deliver_result, end_goroutines
 from .errors import ChannelClosed, Conflict, InvalidInput, NoReceiver, NotFound, QueueUnavailable
 from .models import (
-    Channel, Event, EventKind, ExternalSend, Goroutine, GoroutineStatus, PendingCase, ProcessInstance,
-    ProcessStatus, SendStatus, new_id,
+    Channel, Event, EventKind, ExternalSend, Goroutine, GoroutineStatus, Outbox, OutboxStatus, PendingCase,
+    ProcessInstance, ProcessStatus, SendStatus, new_id,
 )
 from .values import MAX_CAPACITY, NAME_RULE, ValueError_, fingerprint, is_name, to_json
 
@@ -309,6 +309,20 @@ def close_channel(name: str) -> bool:
     return with_db_retries(attempt)
 
 
+# -- side effects ---------------------------------------------------------------------------
+
+def record_side_effect(func: str, *args: Any, process_id: str | None = None, **kwargs: Any) -> int:
+    """An outbox row in the current transaction, run once after commit by an RQ job (retried with
+    backoff; the sweep finds lost ones). The same mechanism as `p.on_commit`, for code outside a
+    step (Slack views, admin actions)."""
+    row = Outbox.objects.create(
+        process_id=process_id, func=func, args=_json(list(args), "side-effect args"),
+        kwargs=_json(kwargs, "side-effect kwargs"),
+    )
+    dispatch.after_commit_outbox([row.id])
+    return row.id
+
+
 # -- recovery ---------------------------------------------------------------------------------
 
 @dataclass
@@ -325,7 +339,6 @@ def sweep(grace_seconds: float | None = None) -> SweepReport:
     from datetime import timedelta
 
     from . import conf
-    from .models import Outbox, OutboxStatus
 
     grace = timedelta(seconds=conf.sweep_grace() if grace_seconds is None else grace_seconds)
     now = clock.now()

@@ -136,11 +136,3 @@ def sweep_view(model_admin, request) -> HttpResponse:
             ("pending outbox jobs", outbox),
         ],
     )
-
-
-def _is_redis_error(exc: Exception) -> bool:
-    try:
-        from redis.exceptions import RedisError
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(exc, (RedisError, OSError))
