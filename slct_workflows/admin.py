@@ -20,6 +20,7 @@ from . import clock, services
 from .admin_views import channel as channel_views
 from .admin_views import dashboard as dashboard_views
 from .admin_views import process as process_views
+from .admin_views import state as state_views
 from .admin_views.common import (
     PERM_OPERATE_PROCESS, channel_link, json_block, process_link, process_url,
 )
@@ -152,6 +153,7 @@ class ProcessInstanceAdmin(ReadOnlyAdmin):
             self._mount("sweep/", dashboard_views.sweep_view, "sweep"),
             self._mount("<path:object_id>/cancel/", process_views.cancel_view, "cancel"),
             self._mount("<path:object_id>/retry/", process_views.retry_view, "retry"),
+            self._mount("<path:object_id>/state/", state_views.state_view, "state"),
             self._mount("<path:object_id>/timeline.svg", process_views.timeline_view, "timeline"),
             *super().get_urls(),
         ]

@@ -210,6 +210,7 @@ class EventKind(models.TextChoices):
     SEND = "send", "External send"
     CLOSE = "close", "Channel closed"
     MIGRATE = "migrate", "Status migrated"
+    STATE = "state", "State edited by an operator"
 
 
 class Event(models.Model):

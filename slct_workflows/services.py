@@ -179,6 +179,45 @@ def retry_process(process_id: str) -> ProcessInstance:
     return with_db_retries(attempt)
 
 
+def set_state(
+    process_id: str, state: Any, *, expected_step_count: int | None = None, reason: str = ""
+) -> ProcessInstance:
+    """Replace a process's state: a deliberate operator action, recorded in the history with the
+    state it replaced. `expected_step_count` (the step the operator looked at) refuses the edit
+    with a Conflict if the process has moved on since."""
+    state = _json(state, "state")
+    if not isinstance(state, dict):
+        raise InvalidInput("state must be a JSON object of the definition's fields")
+
+    def attempt() -> ProcessInstance:
+        with transaction.atomic():
+            proc = _locked_process(process_id)
+            if proc.status not in (ProcessStatus.RUNNING, ProcessStatus.FAILED):
+                raise Conflict(f"process {process_id!r} is {proc.status}; only running or failed processes can be edited")
+            if expected_step_count is not None and proc.step_count != expected_step_count:
+                raise Conflict(
+                    f"process {process_id!r} has moved on (step {proc.step_count}, you saw {expected_step_count}); "
+                    "reload and edit again"
+                )
+            try:
+                definition = registry.for_process(proc.definition, proc.version)
+            except NotFound as exc:
+                raise Conflict(f"cannot edit the state: {exc}") from None
+            unknown = sorted(set(state) - set(definition.state_fields()))
+            if unknown:
+                raise InvalidInput(f"{definition.cls.__name__} has no fields {unknown}")
+            try:
+                normalized = to_json(definition.dump_state(definition.load_state(state)))
+            except (TypeError, ValueError) as exc:
+                raise InvalidInput(f"the state does not load into {definition.cls.__name__}: {exc}") from None
+            before, proc.state = proc.state, normalized
+            _operator_event(proc, EventKind.STATE, {"reason": reason, "before": before})
+            proc.save()
+            return proc
+
+    return with_db_retries(attempt)
+
+
 # -- channels ---------------------------------------------------------------------------------
 
 def create_channel(name: str | None = None, capacity: int = 0) -> Channel:

@@ -71,6 +71,7 @@ def page_context(request, proc: ProcessInstance) -> dict[str, Any]:
         "slct_can_send": user.has_perm(PERM_SEND),
         "slct_cancel_url": process_url(proc.pk, "cancel"),
         "slct_retry_url": process_url(proc.pk, "retry"),
+        "slct_state_url": process_url(proc.pk, "state"),
         "show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False,
     }
 

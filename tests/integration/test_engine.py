@@ -177,3 +177,19 @@ def test_a_value_taken_from_a_buffer_remembers_its_sender(runner):
     pid = runner.start("counter", {"channel": "buf-src"})
     step = Event.objects.get(process_id=pid, method="Main_Count")
     assert step.value == "hello" and step.source == {"external": "ext-1"}
+
+
+def test_an_operator_can_replace_the_state_deliberately(runner):
+    pid = runner.start("counter", {"channel": "st-c"})
+    runner.send("st-c", 1)
+    seen = runner.process(pid).step_count
+    with pytest.raises(InvalidInput):
+        services.set_state(pid, {"no_such_field": 1})
+    with pytest.raises(Conflict):
+        services.set_state(pid, {"counter": 5}, expected_step_count=seen - 1)
+    assert runner.state(pid)["counter"] == 1  # refused edits change nothing
+    services.set_state(pid, {**runner.state(pid), "counter": 41}, expected_step_count=seen, reason="fix count")
+    runner.send("st-c", 2)
+    assert runner.state(pid)["counter"] == 42
+    edit = Event.objects.get(process_id=pid, kind="state")
+    assert edit.detail["reason"] == "fix count" and edit.detail["before"]["counter"] == 1
