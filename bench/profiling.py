@@ -112,6 +112,7 @@ class ProfiledSimpleWorker(SimpleWorker):
             "commits": self._commits,
             "sql_by_verb": dict(self._sql.by_verb),
             "sql_s_by_verb": dict(self._sql.seconds_by_verb),
+            "time_by_category": self_time_by_category(profiler.last_session),
         }, indent=1))
 
 
@@ -122,8 +123,11 @@ def summarize(profile_dir: Path, steps: int) -> dict:
                  "commits": 0}
     by_verb: Counter = Counter()
     s_by_verb: Counter = Counter()
+    cats: Counter = Counter()
     for f in files:
         d = json.loads(f.read_text())
+        for k, v in (d.get("time_by_category") or {}).items():
+            cats[k] += v * d["wall_s"]
         for k in tot:
             tot[k] += d[k]
         by_verb.update(d["sql_by_verb"])
@@ -143,4 +147,50 @@ def summarize(profile_dir: Path, steps: int) -> dict:
         "queries_per_step": round(tot["sql_queries"] / steps, 1),
         "queries_per_step_by_verb": {k: round(v / steps, 2) for k, v in by_verb.most_common()},
         "sql_ms_per_step_by_verb": {k: round(1000 * v / steps, 3) for k, v in s_by_verb.most_common()},
+        "time_by_category": {k: round(v / (tot["wall_s"] or 1), 3) for k, v in cats.most_common()},
     }
+
+
+CATEGORIES = [
+    ("psycopg", "PostgreSQL driver + waiting for the server"),
+    ("sqlite3", "SQLite"),
+    ("/redis/", "Redis client + waiting (enqueue/dequeue)"),
+    ("/rq/", "RQ (Python)"),
+    ("django_rq", "RQ (Python)"),
+    ("/django/db/models/", "Django ORM (Python: query building, model instances)"),
+    ("/django/db/", "Django DB layer (Python: cursor wrappers, transactions)"),
+    ("/django/", "Django other"),
+    ("slct_workflows", "engine (Python)"),
+    ("slct_project", "workflow methods (user code)"),
+    ("json", "JSON"),
+    ("pyinstrument", "profiler"),
+    ("bench/", "bench harness"),
+]
+
+
+def _category(path: str | None) -> str | None:
+    if not path or path.startswith("<"):
+        return None
+    for needle, name in CATEGORIES:
+        if needle in path:
+            return name
+    return "other"
+
+
+def self_time_by_category(session) -> dict[str, float]:
+    """Where the sampled time was spent: each frame's self time goes to its file's category (a
+    built-in's to its caller's), so 'waiting for the server' is the time inside the driver."""
+    out: Counter = Counter()
+    root = session.root_frame()
+    if root is None:
+        return {}
+    stack = [(root, "other")]
+    while stack:
+        frame, inherited = stack.pop()
+        cat = _category(frame.file_path) or inherited
+        own = frame.time - sum(c.time for c in frame.children)
+        if own > 0:
+            out[cat] += own
+        stack.extend((c, cat) for c in frame.children)
+    total = sum(out.values()) or 1.0
+    return {k: round(v / total, 3) for k, v in out.most_common()}

@@ -30,6 +30,10 @@ def _get(d: dict | None, *path):
     return d
 
 
+def _cats(c: dict | None) -> str:
+    return ", ".join(f"{k} {v:.0%}" for k, v in (c or {}).items() if v >= 0.01) or "–"
+
+
 def render(r: dict) -> str:
     a = r["args"]
     naive, pp, fi, tm, db = r.get("naive"), r.get("pingpong"), r.get("fanin"), r.get("timers"), r.get("dbos")
@@ -149,6 +153,7 @@ def render(r: dict) -> str:
             f"{p['queries_per_step']} SQL queries/step ({p['queries_per_step_by_verb']}); "
             f"{p['ms_per_step_in_jobs']} ms of job time/step of which SQL {p['sql_ms_per_step']} ms "
             f"({p['sql_share_of_job_time']:.0%}) + COMMIT {p['commit_ms_per_step']} ms; workers busy {p['busy_share']:.0%}; {p['steps_per_job']} steps/job. "
+            f"Worker time by category (pyinstrument self time): {_cats(p.get('time_by_category'))}. "
             f"Trees: {p['files']}/worker-*.txt"
         )
     sp = r.get("step_profile")
@@ -158,10 +163,11 @@ def render(r: dict) -> str:
             f"one step, alone on one connection (ping-pong driven in-process through jobs.wake): "
             f"{sp['wall_ms_per_step']} ms wall = SQL {sp['sql_ms_per_step']} ms ({sp['queries_per_step']} queries: "
             f"{sp['queries_per_step_by_verb']}) + COMMIT {sp['commit_ms_per_step']} ms ({sp['commits_per_step']}/step) "
-            f"+ Redis enqueue {sp['redis_ms_per_step']} ms + the rest (Python: ORM, engine, user code); "
+            f"+ Redis enqueue {sp['redis_ms_per_step']} ms + Python (ORM, engine, user code) {sp.get('python_ms_per_step')} ms; "
             f"CPU {sp['cpu_ms_per_step']} ms/step; {sp['steps_per_s_one_connection']} steps/s. The ceiling "
             f"transaction: {raw['wall_ms_per_tx']} ms wall, SQL {raw['sql_ms_per_tx']} ms ({raw['queries_per_tx']} "
-            f"queries), COMMIT {raw['commit_ms_per_tx']} ms, CPU {raw['cpu_ms_per_tx']} ms. Tree: {sp['tree']}"
+            f"queries), COMMIT {raw['commit_ms_per_tx']} ms, CPU {raw['cpu_ms_per_tx']} ms. "
+            f"Step time by category (pyinstrument self time): {_cats(sp.get('time_by_category'))}. Tree: {sp['tree']}"
         )
     ec = r.get("enqueue_cost")
     if ec:
