@@ -179,8 +179,12 @@ def run_all(args, env: BenchEnv, logdir: Path) -> dict:
                 log(f"2b: fan-in, {args.senders} senders -> 1 channel of capacity {args.capacity}, {args.duration:.0f}s")
                 out["fanin"] = scenarios.fanin(env, args.senders, args.capacity, args.warmup, args.duration)
             if "timers" in args.only:
-                rate = (out.get("pingpong") or out.get("naive") or {}).get("steps_per_s") or 100.0
-                lead = args.timer_lead or min(60.0, 2.0 + 1.5 * args.timers / max(rate, 20.0))
+                # time to start and arm them all: the bench starts them one by one while the workers
+                # run their first steps; both rates are known from ping-pong
+                pp = out.get("pingpong") or {}
+                rate = pp.get("steps_per_s") or (out.get("naive") or {}).get("steps_per_s") or 100.0
+                starts = pp.get("starts_per_s") or 100.0
+                lead = args.timer_lead or min(60.0, 2.0 + 1.3 * args.timers / max(min(rate, starts), 20.0))
                 log(f"2c: {args.timers} timers due together, {lead:.1f}s ahead")
                 out["timers"] = scenarios.timers(env, args.timers, lead)
         except BaseException:

@@ -80,13 +80,16 @@ def pingpong(env: BenchEnv, pairs: int, warmup: float, duration: float) -> dict:
 
     run = _run_id()
     ids = []
+    t_start = time.monotonic()
     for i in range(pairs):
         a, b = f"pp-{run}-{i}-a", f"pp-{run}-{i}-b"
         ids.append(services.start_process("pingpong", {"role": "pong", "inbox": a, "outbox": b, "rounds": BIG}).process.id)
         ids.append(services.start_process("pingpong", {"role": "ping", "inbox": b, "outbox": a, "rounds": BIG}).process.id)
+    starts_per_s = len(ids) / max(time.monotonic() - t_start, 1e-3)
     t0, t1 = _window(warmup, duration, ids)
     quiesce(env)
     out = measure.runtime_window(t0, t1, definitions=["pingpong"])
+    out["starts_per_s"] = round(starts_per_s, 1)
     received = out["methods_per_s"].get("Main_Received", 0.0)
     out["messages_per_s"] = received
     out["pairs"] = pairs
