@@ -6,8 +6,10 @@ database still holds the runnable goroutine and the sweep re-enqueues it.
 from __future__ import annotations
 
 import logging
+import threading
+from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Iterable, Protocol
+from typing import Iterable, Iterator, Protocol
 
 from django.db import transaction
 
@@ -82,10 +84,42 @@ def _robust(what: str, func, *args) -> None:
         log.warning("could not %s; the recovery sweep will pick it up", what, exc_info=True)
 
 
+class _Claim(threading.local):
+    ids: list[int] | None = None
+
+
+_claim = _Claim()
+
+
+@contextmanager
+def claiming_wakes() -> Iterator[list[int]]:
+    """Inside the block, goroutines made runnable by committed steps are handed to the caller
+    (the yielded list) instead of Redis: a worker that just ran a step can run the step it woke
+    without a round trip through the queue. The caller must enqueue what it does not run."""
+    previous, _claim.ids = _claim.ids, []
+    try:
+        yield _claim.ids
+    finally:
+        _claim.ids = previous
+
+
+def _deliver_wakes(ids: list[int]) -> None:
+    if _claim.ids is not None:
+        _claim.ids.extend(ids)
+    else:
+        _robust("enqueue wake-ups", get().wake, ids)
+
+
+def wake_now(goroutine_ids: list[int]) -> None:
+    """Enqueue at once (outside any transaction), never raising: the sweep covers a failure."""
+    if goroutine_ids:
+        _robust("enqueue wake-ups", get().wake, list(goroutine_ids))
+
+
 def after_commit_wake(goroutine_ids: Iterable[int]) -> None:
     ids = sorted(set(goroutine_ids))
     if ids:
-        transaction.on_commit(lambda: _robust("enqueue wake-ups", get().wake, ids))
+        transaction.on_commit(lambda: _deliver_wakes(ids))
 
 
 def after_commit_wake_at(goroutine_id: int, when: datetime) -> None:

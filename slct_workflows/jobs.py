@@ -29,18 +29,34 @@ def wake_timer(goroutine_id: int) -> int:
     return _run(goroutine_id)
 
 
+LOCAL_QUEUE = 2  # goroutines a job keeps to run itself; more wake-ups go to RQ for other workers
+
+
 def _run(goroutine_id: int) -> int:
+    """Run steps: the goroutine while its selects fire at once, and the goroutines its steps wake
+    (the first of them kept here, the rest enqueued at once), up to SLCT_STEPS_PER_JOB steps.
+    Anything left is enqueued, also when a step raises."""
     steps = 0
-    for _ in range(conf.steps_per_job()):
-        result = engine.run_step(goroutine_id)
-        if result.blocked and engine.fire_due_timer(goroutine_id):
-            continue
-        if not result.ran:
-            return steps
-        steps += 1
-        if not result.runnable_again:
-            return steps
-    dispatch.get().wake([goroutine_id])  # fairness: let other goroutines in before going on
+    queue = [goroutine_id]
+    with dispatch.claiming_wakes() as claimed:
+        try:
+            while queue and steps < conf.steps_per_job():
+                current = queue.pop(0)
+                result = engine.run_step(current)
+                if result.blocked and engine.fire_due_timer(current):
+                    result = engine.run_step(current)
+                if not result.ran:
+                    continue
+                steps += 1
+                if result.runnable_again:
+                    queue.insert(0, current)
+                queue.extend(claimed)
+                claimed.clear()
+                if len(queue) > LOCAL_QUEUE:
+                    dispatch.wake_now(queue[LOCAL_QUEUE:])
+                    del queue[LOCAL_QUEUE:]
+        finally:
+            dispatch.wake_now([*queue, *claimed])  # fairness (batch limit) or a failure: RQ takes over
     return steps
 
 
