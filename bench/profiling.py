@@ -70,6 +70,8 @@ class ProfiledSimpleWorker(SimpleWorker):
 
         self._sql = _SqlTimer()
         self._commit_s, self._commits = 0.0, 0
+        self._wake_jobs, self._wake_steps, self._idle_wakes = 0, 0, 0
+        self._count_wakes()
         self._jobs = 0
         self._job_seconds = 0.0
         profiler = Profiler(interval=0.0005)
@@ -80,6 +82,21 @@ class ProfiledSimpleWorker(SimpleWorker):
         finally:
             profiler.stop()
             self._write(profiler, time.perf_counter() - started)
+
+    def _count_wakes(self) -> None:
+        """Count wake jobs and the ones that found nothing to run (duplicates, stale wake-ups)."""
+        from slct_workflows import jobs
+
+        original = jobs.wake
+
+        def wake(goroutine_id):
+            steps = original(goroutine_id)
+            self._wake_jobs += 1
+            self._wake_steps += steps
+            self._idle_wakes += steps == 0
+            return steps
+
+        jobs.wake = wake  # RQ resolves "slct_workflows.jobs.wake" by name at each job
 
     def execute_job(self, job, queue):
         from django.db import connection
@@ -109,6 +126,9 @@ class ProfiledSimpleWorker(SimpleWorker):
             "sql_s": self._sql.seconds,
             "sql_queries": self._sql.queries,
             "commit_s": self._commit_s,
+            "wake_jobs": self._wake_jobs,
+            "wake_steps": self._wake_steps,
+            "idle_wakes": self._idle_wakes,
             "commits": self._commits,
             "sql_by_verb": dict(self._sql.by_verb),
             "sql_s_by_verb": dict(self._sql.seconds_by_verb),
@@ -120,7 +140,7 @@ def summarize(profile_dir: Path, steps: int) -> dict:
     """Totals over the workers' counter files; per step where it makes sense."""
     files = sorted(profile_dir.glob("worker-*.json"))
     tot: dict = {"wall_s": 0.0, "jobs": 0, "job_s": 0.0, "sql_s": 0.0, "sql_queries": 0, "commit_s": 0.0,
-                 "commits": 0}
+                 "commits": 0, "wake_jobs": 0, "wake_steps": 0, "idle_wakes": 0}
     by_verb: Counter = Counter()
     s_by_verb: Counter = Counter()
     cats: Counter = Counter()
@@ -138,6 +158,8 @@ def summarize(profile_dir: Path, steps: int) -> dict:
         "steps": steps,
         "jobs": tot["jobs"],
         "steps_per_job": round(steps / max(tot["jobs"], 1), 2),
+        "wake_jobs": tot["wake_jobs"],
+        "wake_jobs_without_a_step": tot["idle_wakes"],
         "busy_share": round(tot["job_s"] / tot["wall_s"], 3) if tot["wall_s"] else None,
         "ms_per_step_in_jobs": round(1000 * tot["job_s"] / steps, 2),
         "sql_ms_per_step": round(1000 * tot["sql_s"] / steps, 2),

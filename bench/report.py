@@ -152,7 +152,8 @@ def render(r: dict) -> str:
             f"profile ({p['workers']} profiled workers, {p['steps_per_s_profiled']} steps/s under the profiler): "
             f"{p['queries_per_step']} SQL queries/step ({p['queries_per_step_by_verb']}); "
             f"{p['ms_per_step_in_jobs']} ms of job time/step of which SQL {p['sql_ms_per_step']} ms "
-            f"({p['sql_share_of_job_time']:.0%}) + COMMIT {p['commit_ms_per_step']} ms; workers busy {p['busy_share']:.0%}; {p['steps_per_job']} steps/job. "
+            f"({p['sql_share_of_job_time']:.0%}) + COMMIT {p['commit_ms_per_step']} ms; workers busy {p['busy_share']:.0%}; {p['steps_per_job']} steps/job; "
+            f"{p.get('wake_jobs_without_a_step')} of {p.get('wake_jobs')} wake jobs ran no step. "
             f"Worker time by category (pyinstrument self time): {_cats(p.get('time_by_category'))}. "
             f"Trees: {p['files']}/worker-*.txt"
         )
