@@ -25,8 +25,8 @@ from .helpers import (
 from .conftest import _drop_queue_keys
 
 SIZES = {
-    "postgresql": dict(workers=4, nodes=40, per_node=15, chans=8, delay_ms=25, chaos=15.0),
-    "sqlite": dict(workers=3, nodes=20, per_node=12, chans=6, delay_ms=25, chaos=12.0),
+    "postgresql": dict(workers=4, nodes=40, per_node=10, chans=8, delay_ms=20, chaos=12.0),
+    "sqlite": dict(workers=3, nodes=20, per_node=10, chans=6, delay_ms=20, chaos=10.0),
 }
 
 

@@ -42,15 +42,15 @@ def _release(gates: list[str], spacing: float) -> None:
         time.sleep(spacing)
 
 
-def _wait_all(pids: list[str], timeout: float, pool) -> None:
+def _wait_all(pids: list[str], timeout: float, pool, why: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not not_done(pids):
             return
         time.sleep(0.2)
     stuck = not_done(pids)
-    raise AssertionError(f"{len(stuck)} processes never completed (a missed rendezvous leaves both sides "
-                         f"blocked):\n{describe_stuck(stuck)}\n{pool.logs()[-3000:]}")
+    raise AssertionError(f"{len(stuck)} processes never completed ({why}):\n{describe_stuck(stuck)}\n"
+                         f"{pool.logs()[-3000:]}")
 
 
 def test_pairs_arriving_together_on_an_unbuffered_channel_always_meet(rel_workers, tmp_path):
@@ -63,6 +63,7 @@ def test_pairs_arriving_together_on_an_unbuffered_channel_always_meet(rel_worker
     for i in range(n):
         gate, chan = f"rv-gate-{i}", f"rv-{i}"
         services.create_channel(gate, 0)
+        services.create_channel(chan, 0)  # (a first use would create it, and creating it serializes too)
         gates.append(gate)
         common = {"gate": gate, "chan": chan, "guard_dir": str(guard), "delay_ms": 5}
         # Alternate who is woken first, so either side may be the one to arrive first.
@@ -78,7 +79,7 @@ def test_pairs_arriving_together_on_an_unbuffered_channel_always_meet(rel_worker
         time.sleep(0.1)
 
     _release(gates, spacing=0.01)
-    _wait_all(everyone, size["timeout"], rel_workers)
+    _wait_all(everyone, size["timeout"], rel_workers, "a missed rendezvous leaves both sides blocked")
 
     raced = 0
     for i in range(n):
@@ -114,7 +115,8 @@ def test_a_select_fires_once_when_two_senders_arrive_together(rel_workers, tmp_p
     either, senders, gates = [], [], []
     for i in range(n):
         a, b, gate = f"ex-a-{i}", f"ex-b-{i}", f"ex-gate-{i}"
-        services.create_channel(gate, 0)
+        for chan in (a, b, gate):
+            services.create_channel(chan, 0)
         gates.append(gate)
         either.append(services.start_process("rel-either", {"chans": [a, b], "guard_dir": str(guard)},
                                              id=f"ex-r-{i}").process.id)
@@ -129,7 +131,8 @@ def test_a_select_fires_once_when_two_senders_arrive_together(rel_workers, tmp_p
         time.sleep(0.1)
 
     _release(gates, spacing=0.01)
-    _wait_all(everyone, size["timeout"], rel_workers)
+    _wait_all(everyone, size["timeout"], rel_workers,
+              "a select fired twice loses one value and its receiver waits forever")
 
     raced = 0
     for i in range(n):

@@ -31,7 +31,7 @@ def test_stress_every_value_is_received_exactly_once(rel_workers, tmp_path):
     attempts_log = tmp_path / "attempts.log"
     chans = [f"s-u{i}" for i in range(size["unbuffered"])] + [f"s-b{i}" for i in range(size["buffered"])]
     for c in chans:
-        services.create_channel(c, 0 if c.startswith("s-u") else 3)
+        services.create_channel(c, 0 if c.startswith("s-u") else 8)
     services.create_channel("s-done", 50)
     n, k, c = size["nodes"], size["per_node"], len(chans)
 
@@ -46,7 +46,7 @@ def test_stress_every_value_is_received_exactly_once(rel_workers, tmp_path):
         nodes.append(services.start_process("rel-node", {
             "idx": idx, "values": list(range(idx * k, (idx + 1) * k)), "chans": chans,
             "recv_chans": [chans[idx % c], chans[(idx + 7) % c], chans[(idx + 13) % c]],
-            "done_chan": "s-done", "short_timeout": 0.5, "long_timeout": 60.0, "idle_timeout": 1.0,
+            "done_chan": "s-done", "short_timeout": 0.5, "long_timeout": 60.0, "idle_timeout": 1.5,
             **common,
         }, id=f"s-node-{idx}").process.id)
 

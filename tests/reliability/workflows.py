@@ -154,7 +154,7 @@ class Node(Instrumented):
         for k in order:
             if self.recv_chans[k] in self.open:
                 s.recv(self.recv_chans[k]).to(targets[k])
-        timeout = self.idle_timeout if self.idx % 2 else self.long_timeout
+        timeout = self.idle_timeout if self.idx % 4 == 1 else self.long_timeout
         s.after(timedelta(seconds=timeout)).to(self.Receiver_Idle)
 
     def _got(self, p: Process, k: int, value) -> None:
