@@ -33,6 +33,7 @@ def summary_ms(values: list[float]) -> dict:
         "p50_ms": _ms(pct(values, 50)),
         "p99_ms": _ms(pct(values, 99)),
         "max_ms": _ms(max(values) if values else None),
+        "mean_ms": _ms(sum(values) / len(values) if values else None),
     }
 
 

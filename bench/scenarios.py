@@ -110,6 +110,10 @@ def fanin(env: BenchEnv, senders: int, capacity: int, warmup: float, duration: f
     out = measure.runtime_window(t0, t1, definitions=["bench-sink", "bench-sender"])
     out["messages_per_s"] = out["methods_per_s"].get("Main_Got", 0.0)
     out["senders"], out["capacity"] = senders, capacity
+    # every step locks the one channel row until it commits: steps/s x mean step time near 1
+    # means the steps ran one after the other
+    mean = out["step_ms"]["mean_ms"]
+    out["channel_busy"] = round(out["steps_per_s"] * mean / 1000, 2) if mean and out["steps_per_s"] else None
     return out
 
 
