@@ -21,7 +21,7 @@ from django.db import transaction
 from django.db.models import F
 
 from . import channels, clock, conf, dispatch, semantics
-from .db import with_db_retries
+from .db import is_transient, with_db_retries
 from .definitions import Definition, accepts_value, registry, value_decoder
 from .errors import DeclarationError, NotFound
 from .models import (
@@ -157,8 +157,8 @@ class Step:
             state = self._encode_state(definition, instance, p)
             runnable_again = self._apply(definition, p, state)
         except Exception as exc:
-            if _is_db_conflict(exc):
-                raise  # deadlock / serialization failure: retry the whole transaction
+            if is_transient(exc):
+                raise  # deadlock, serialization failure, lost connection: retry the whole transaction
             raise StepFailed(
                 exc, traceback.format_exc(), deterministic=isinstance(exc, (DeclarationError, NotFound)),
                 wait_seq=g.wait_seq, attempts=g.attempts,
@@ -366,12 +366,6 @@ class Step:
             self.detail["retry_at"] = g.retry_at.isoformat()
         self._save_step(kind, error=g.last_error, tb=tb)
         return StepResult(ran=True)
-
-
-def _is_db_conflict(exc: BaseException) -> bool:
-    from .db import is_retryable
-
-    return is_retryable(exc)
 
 
 def _case_channel(case: str) -> str:
