@@ -3,8 +3,10 @@ exactly-once ledger, history consistency, the recovery sweep, and the printed fi
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable
 
@@ -188,3 +190,22 @@ def report(test: str, **figures) -> dict:
     except OSError:
         pass
     return figures
+
+
+@contextmanager
+def captured_log(name: str = "slct_workflows"):
+    """Collect the records of logger `name` instead of printing them (an outage logs a traceback
+    per failed enqueue); yields the list of records."""
+    logger = logging.getLogger(name)
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    saved, propagate = logger.handlers[:], logger.propagate
+    logger.handlers, logger.propagate = [Collect()], False
+    try:
+        yield records
+    finally:
+        logger.handlers, logger.propagate = saved, propagate

@@ -20,7 +20,7 @@ from slct_workflows import services
 from slct_workflows.models import Event, ProcessInstance
 
 from .helpers import (
-    assert_quiescent, check_history, committed_steps, ledger, not_done, read_attempts, report, wait_done,
+    assert_quiescent, captured_log, check_history, committed_steps, ledger, not_done, read_attempts, report, wait_done,
 )
 from .conftest import _drop_queue_keys
 
@@ -192,11 +192,14 @@ def test_redis_loses_its_jobs_then_restarts_empty(private_redis, private_redis_w
     _all_blocked(timers2)
     private_redis.kill()
     outage_sends = []
-    for i in range(n // 2, n):  # sends while Redis is down: the caller gets its answer
-        outage_sends.append(services.send(f"r-in-{i}", 1000 + i, f"r-key-{i}").status)
-    takers = [services.start_process("rel-waiter", {"kind": "recv", "chan": f"r-out-{i}", "log_path": log},
-                                     id=f"r-taker-{i}").process.id for i in range(n)]
+    with captured_log() as records:
+        for i in range(n // 2, n):  # sends while Redis is down: the caller gets its answer
+            outage_sends.append(services.send(f"r-in-{i}", 1000 + i, f"r-key-{i}").status)
+        takers = [services.start_process("rel-waiter", {"kind": "recv", "chan": f"r-out-{i}", "log_path": log},
+                                         id=f"r-taker-{i}").process.id for i in range(n)]
     assert set(outage_sends) <= {"delivered"}, outage_sends
+    lost_enqueues = [r for r in records if "could not" in r.getMessage()]
+    assert len(lost_enqueues) >= n, f"the wake-ups should have failed to reach the dead Redis: {records}"
     time.sleep(2.5)
     private_redis.start()  # a new, empty redis-server on the same port
     dead = [p for p in pool.procs if p.poll() is not None]
@@ -208,6 +211,7 @@ def test_redis_loses_its_jobs_then_restarts_empty(private_redis, private_redis_w
     began = len(read_attempts(tmp_path / "attempts.log"))
     report("redis", processes=len(everyone), timers=2 * n, channel_waits=3 * n, queue_keys_flushed=1,
            redis_restarts=private_redis.starts - 1, sends_during_outage=len(outage_sends),
+           enqueues_lost_in_outage=len(lost_enqueues),
            workers_died_with_redis=len(dead), recovery_sweeps=waited["sweeps"] + 1, step_attempts=began,
            committed_steps=committed_steps(everyone), lost=0, duplicated=0)
 
@@ -312,11 +316,6 @@ def test_a_lost_connection_is_not_a_failure_of_the_step(rel_workers, tmp_path, r
     step commits once when the database is back, no error is recorded against it, and the process
     is certainly not marked failed. On PostgreSQL the worker's backend is terminated while the step
     sleeps inside its transaction; on SQLite the writer lock is held while the step wants to run."""
-    if connection.vendor == "postgresql":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "engine bug: Step.run wraps every non-conflict exception, OperationalError from a lost "
-            "connection included, in StepFailed; it is recorded as an error attempt and the third one "
-            "marks the process failed")))
     log = tmp_path / "attempts.log"
     rel_workers.start(1)
     pid = services.start_process("rel-waiter", {"kind": "recv", "chan": "lc-in", "log_path": str(log),

@@ -197,22 +197,34 @@ class Coordinator(Instrumented):
     done_chan: str = ""
     chans: list = field(default_factory=list)
     done: list = field(default_factory=list)
+    linger: float = 0.0
 
     @instrumented
     def Main_Start(self, p: Process, input):
         self._instrument(input)
         self.n, self.done_chan, self.chans = input["n"], input["done_chan"], input["chans"]
+        self.linger = input.get("linger", 0.0)
         p.select().recv(self.done_chan).to(self.Main_Done)
 
     @instrumented
     def Main_Done(self, p: Process, value):
         self.done.append(value)
-        if len(self.done) >= self.n:
-            for c in self.chans:
-                p.close(c)
-            p.finish({"done": sorted(self.done)})
-        else:
+        if len(self.done) < self.n:
             p.select().recv(self.done_chan).to(self.Main_Done)
+        elif self.linger:
+            # Wait a while before closing: the receivers sit idle, so their idle timers fire.
+            p.select().after(timedelta(seconds=self.linger)).to(self.Main_Close)
+        else:
+            self._close(p)
+
+    @instrumented
+    def Main_Close(self, p: Process):
+        self._close(p)
+
+    def _close(self, p: Process) -> None:
+        for c in self.chans:
+            p.close(c)
+        p.finish({"done": sorted(self.done)})
 
 
 # -- rendezvous races ---------------------------------------------------------------------------
