@@ -179,14 +179,10 @@ def run_all(args, env: BenchEnv, logdir: Path) -> dict:
                 log(f"2b: fan-in, {args.senders} senders -> 1 channel of capacity {args.capacity}, {args.duration:.0f}s")
                 out["fanin"] = scenarios.fanin(env, args.senders, args.capacity, args.warmup, args.duration)
             if "timers" in args.only:
-                # time to start and arm them all: the bench starts them one by one while the workers
-                # run their first steps; both rates are known from ping-pong
-                # (SQLite: the bench's starts queue for the writer lock behind busy workers, so the
-                # rate seen with idle workers, from the 1-pair run, is the better guess)
-                pp = out.get("pingpong") or {}
-                rate = pp.get("steps_per_s") or (out.get("naive") or {}).get("steps_per_s") or 100.0
-                starts = max(pp.get("starts_per_s") or 0.0, (out.get("pingpong_1") or {}).get("starts_per_s") or 0.0)
-                lead = args.timer_lead or min(40.0, 2.0 + 1.6 * args.timers / max(min(rate, starts or 100.0), 25.0))
+                # time to start them (one transaction) and arm them all (a step each, on the
+                # workers, at about the ping-pong step rate)
+                rate = (out.get("pingpong") or out.get("naive") or {}).get("steps_per_s") or 100.0
+                lead = args.timer_lead or min(40.0, 3.0 + 1.6 * args.timers / max(rate, 25.0))
                 log(f"2c: {args.timers} timers due together, {lead:.1f}s ahead")
                 out["timers"] = scenarios.timers(env, args.timers, lead)
         except BaseException:

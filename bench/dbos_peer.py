@@ -14,7 +14,6 @@ different processes when N > 1), as our runtime's goroutines run on N workers.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading

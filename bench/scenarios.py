@@ -10,13 +10,24 @@ from django.db import connection
 from django.utils import timezone
 
 from . import measure, naive
-from .infra import PYTHON, ROOT, BenchEnv, log, quiesce
+from .infra import PYTHON, ROOT, BenchEnv, quiesce
 
 BIG = 10**9  # ping-pong rounds: the bench stops the processes, not the rounds
 
 
 def _run_id() -> str:
     return uuid.uuid4().hex[:8]
+
+
+def _start_many(specs: list[tuple[str, dict]]) -> list[str]:
+    """Start processes in one transaction (their wake-ups are enqueued when it commits): on
+    SQLite, one-by-one starts would queue for the writer lock behind busy workers."""
+    from django.db import transaction
+
+    from slct_workflows import services
+
+    with transaction.atomic():
+        return [services.start_process(name, inp).process.id for name, inp in specs]
 
 
 def _wait_started(ids: list[str], timeout: float = 120.0) -> None:
@@ -76,20 +87,16 @@ def naive_pipeline(env: BenchEnv, chains: int, warmup: float, duration: float) -
 # -- 2. our runtime ---------------------------------------------------------------------------
 
 def pingpong(env: BenchEnv, pairs: int, warmup: float, duration: float) -> dict:
-    from slct_workflows import services
-
     run = _run_id()
-    ids = []
-    t_start = time.monotonic()
+    specs = []
     for i in range(pairs):
         a, b = f"pp-{run}-{i}-a", f"pp-{run}-{i}-b"
-        ids.append(services.start_process("pingpong", {"role": "pong", "inbox": a, "outbox": b, "rounds": BIG}).process.id)
-        ids.append(services.start_process("pingpong", {"role": "ping", "inbox": b, "outbox": a, "rounds": BIG}).process.id)
-    starts_per_s = len(ids) / max(time.monotonic() - t_start, 1e-3)
+        specs.append(("pingpong", {"role": "pong", "inbox": a, "outbox": b, "rounds": BIG}))
+        specs.append(("pingpong", {"role": "ping", "inbox": b, "outbox": a, "rounds": BIG}))
+    ids = _start_many(specs)
     t0, t1 = _window(warmup, duration, ids)
     quiesce(env)
     out = measure.runtime_window(t0, t1, definitions=["pingpong"])
-    out["starts_per_s"] = round(starts_per_s, 1)
     received = out["methods_per_s"].get("Main_Received", 0.0)
     out["messages_per_s"] = received
     out["pairs"] = pairs
@@ -102,9 +109,7 @@ def fanin(env: BenchEnv, senders: int, capacity: int, warmup: float, duration: f
     run = _run_id()
     chan = f"fanin-{run}"
     services.create_channel(chan, capacity)
-    ids = [services.start_process("bench-sink", {"chan": chan}).process.id]
-    for _ in range(senders):
-        ids.append(services.start_process("bench-sender", {"chan": chan}).process.id)
+    ids = _start_many([("bench-sink", {"chan": chan})] + [("bench-sender", {"chan": chan})] * senders)
     t0, t1 = _window(warmup, duration, ids)
     quiesce(env)
     out = measure.runtime_window(t0, t1, definitions=["bench-sink", "bench-sender"])
@@ -122,15 +127,12 @@ def timers(env: BenchEnv, n: int, lead: float, timeout: float = 60.0) -> dict:
     (the Main_Fired step's commit minus the deadline). The deadline is `lead` seconds out (time
     to start and arm them all), at half past a second: the runtime schedules RQ jobs in whole
     seconds, so a deadline on a whole second would hide that rounding."""
-    from slct_workflows import services
     from slct_workflows.models import Event, Goroutine, ProcessInstance
 
     run = _run_id()
     due = (timezone.now() + timedelta(seconds=lead)).replace(microsecond=500000)
     t_start = time.monotonic()
-    ids = []
-    for i in range(n):
-        ids.append(services.start_process("bench-timer", {"due": due.isoformat(), "run": run, "i": i}).process.id)
+    ids = _start_many([("bench-timer", {"due": due.isoformat(), "run": run, "i": i}) for i in range(n)])
     started_in = time.monotonic() - t_start
     armed_at = None
     while timezone.now() < due + timedelta(seconds=timeout):
