@@ -9,7 +9,7 @@ message costs two durable operations -- as it costs our runtime two steps (the r
 the sending one). With --workers N the workflows live in N DBOS processes (ping i and pong i in
 different processes when N > 1), as our runtime's goroutines run on N workers.
 
-    parent: run_peer(...)             child: python -m bench.dbos_peer child ...
+    parent: run_peer(...)             child: python -m bench.dbos_peer child ...  (one per worker)
 """
 from __future__ import annotations
 
@@ -38,7 +38,10 @@ def sqlalchemy_url(database_url: str) -> str:
 # -- child ------------------------------------------------------------------------------------
 
 def child(argv: list[str]) -> None:
-    url, index, procs, pairs, run, poll = argv[0], int(argv[1]), int(argv[2]), int(argv[3]), argv[4], float(argv[5])
+    """One DBOS process. Commands on stdin, one a line: `PONGS phase pairs` (start this process's
+    pong workflows of the phase, answer READY), `GO phase pairs deadline` (start its pings, wait
+    for all of the phase's workflows, answer RESULT json), `QUIT`."""
+    url, index, procs, max_pairs, run, poll = argv[0], int(argv[1]), int(argv[2]), int(argv[3]), argv[4], float(argv[5])
 
     from dbos import DBOS, DBOSConfig, SetWorkflowID
 
@@ -48,8 +51,7 @@ def child(argv: list[str]) -> None:
         "executor_id": f"bench-{run}-{index}",  # each process recovers only its own workflows
         "application_version": "slct-bench",
         "log_level": "WARNING",
-        "max_executor_threads": 4 * pairs + 16,  # a thread per workflow blocked in recv
-        "sys_db_pool_size": 2 * pairs + 8,
+        "max_executor_threads": 4 * max_pairs + 16,  # a thread per workflow blocked in recv
         "notification_listener_polling_interval_sec": poll,
     }
     DBOS(config=config)
@@ -81,71 +83,100 @@ def child(argv: list[str]) -> None:
             count += 1
 
     DBOS.launch()
-    handles = []
-    ids = lambda i: (f"{run}-ping-{i}", f"{run}-pong-{i}")  # noqa: E731
-    for i in range(pairs):
-        if _placement(i, procs)[1] == index:
-            with SetWorkflowID(ids(i)[1]):
-                handles.append(DBOS.start_workflow(pong, i, ids(i)[0]))
-    print("READY", flush=True)
-    line = sys.stdin.readline().split()
-    if not line or line[0] != "GO":
-        DBOS.destroy()
-        return
-    deadline = float(line[1])
-    for i in range(pairs):
-        if _placement(i, procs)[0] == index:
-            with SetWorkflowID(ids(i)[0]):
-                handles.append(DBOS.start_workflow(ping, i, ids(i)[1], deadline))
-    errors = []
-    for h in handles:
-        try:
-            h.get_result()
-        except Exception as exc:  # reported, not fatal: the figures say how far it got
-            errors.append(f"{type(exc).__name__}: {exc}")
-    print("RESULT " + json.dumps({"sends": SENDS, "recvs": RECVS, "errors": errors[:5]}), flush=True)
+    print("LAUNCHED", flush=True)
+    handles: list = []
+    for line in sys.stdin:
+        cmd = line.split()
+        if not cmd or cmd[0] == "QUIT":
+            break
+        phase, pairs = cmd[1], int(cmd[2])
+        ids = lambda i: (f"{run}-{phase}-ping-{i}", f"{run}-{phase}-pong-{i}")  # noqa: E731
+        if cmd[0] == "PONGS":
+            for i in range(pairs):
+                if _placement(i, procs)[1] == index:
+                    with SetWorkflowID(ids(i)[1]):
+                        handles.append(DBOS.start_workflow(pong, i, ids(i)[0]))
+            print("READY", flush=True)
+        elif cmd[0] == "GO":
+            deadline = float(cmd[3])
+            for i in range(pairs):
+                if _placement(i, procs)[0] == index:
+                    with SetWorkflowID(ids(i)[0]):
+                        handles.append(DBOS.start_workflow(ping, i, ids(i)[1], deadline))
+            errors = []
+            for h in handles:
+                try:
+                    h.get_result()
+                except Exception as exc:  # reported, not fatal: the figures say how far it got
+                    errors.append(f"{type(exc).__name__}: {exc}")
+            print("RESULT " + json.dumps({"sends": SENDS, "recvs": RECVS, "errors": errors[:5]}), flush=True)
+            handles.clear()
+            SENDS.clear()
+            RECVS.clear()
     DBOS.destroy(destroy_registry=True)
 
 
 # -- parent -----------------------------------------------------------------------------------
 
-def run_peer(database_url: str, *, pairs: int, procs: int, warmup: float, duration: float, poll: float,
-             env: dict[str, str], logdir) -> dict:
+def run_peer(database_url: str, *, phases: list[tuple[int, float, float]], procs: int, poll: float,
+             env: dict[str, str], logdir) -> list[dict]:
+    """Run each phase (pairs, warmup, duration) on the same DBOS processes; one result each."""
     from .infra import PYTHON, ROOT
-    from .measure import summary_ms
 
     run = "b" + uuid.uuid4().hex[:8]
     url = sqlalchemy_url(database_url)
     logdir.mkdir(parents=True, exist_ok=True)
     children: list[subprocess.Popen] = []
+    out = []
+    max_pairs = max(p for p, _, _ in phases)
     try:
         for index in range(procs):  # one after the other: the first one creates DBOS's tables
             err = open(logdir / f"dbos-{index}.log", "ab")
             p = subprocess.Popen(
-                [PYTHON, "-m", "bench.dbos_peer", "child", url, str(index), str(procs), str(pairs), run, str(poll)],
+                [PYTHON, "-m", "bench.dbos_peer", "child", url, str(index), str(procs), str(max_pairs), run, str(poll)],
                 cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
             )
             children.append(p)
-            if not _expect(p, "READY", 120):
+            if not _expect(p, "LAUNCHED", 120):
                 raise RuntimeError(f"DBOS process {index} did not start; see {logdir}/dbos-{index}.log")
-        t_go = time.time()
-        deadline = t_go + warmup + duration + 0.2
+        for n, (pairs, warmup, duration) in enumerate(phases):
+            for p in children:
+                _say(p, f"PONGS {n} {pairs}")
+            for index, p in enumerate(children):
+                if not _expect(p, "READY", 60):
+                    raise RuntimeError(f"DBOS process {index} did not start its workflows; see {logdir}")
+            t_go = time.time()
+            deadline = t_go + warmup + duration + 0.2
+            for p in children:
+                _say(p, f"GO {n} {pairs} {deadline}")
+            results = []
+            for index, p in enumerate(children):
+                line = _expect(p, "RESULT ", deadline - time.time() + 120)
+                if not line:
+                    raise RuntimeError(f"DBOS process {index} gave no result; see {logdir}/dbos-{index}.log")
+                results.append(json.loads(line[len("RESULT "):]))
+            out.append(_figures(results, pairs, procs, poll, t_go + warmup, t_go + warmup + duration))
         for p in children:
-            p.stdin.write(f"GO {deadline}\n")
-            p.stdin.flush()
-        results = []
-        for index, p in enumerate(children):
-            line = _expect(p, "RESULT ", deadline - time.time() + 120)
-            if not line:
-                raise RuntimeError(f"DBOS process {index} gave no result; see {logdir}/dbos-{index}.log")
-            results.append(json.loads(line[len("RESULT "):]))
+            _say(p, "QUIT")
+        for p in children:
             p.wait(timeout=60)
     finally:
         for p in children:
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    t0, t1 = t_go + warmup, t_go + warmup + duration
+    return out
+
+
+def _say(p: subprocess.Popen, line: str) -> None:
+    p.stdin.write(line + "\n")
+    p.stdin.flush()
+
+
+def _figures(results: list[dict], pairs: int, procs: int, poll: float, t0: float, t1: float) -> dict:
+    from .measure import summary_ms
+
+    duration = t1 - t0
     sends = {(d, pair, n): t for r in results for d, pair, n, t in r["sends"]}
     recvs = [(d, pair, n, t) for r in results for d, pair, n, t in r["recvs"]]
     ops = sum(1 for r in results for *_, t in r["sends"] if t0 <= t < t1) + sum(1 for *_, t in recvs if t0 <= t < t1)
@@ -155,7 +186,7 @@ def run_peer(database_url: str, *, pairs: int, procs: int, warmup: float, durati
         "pairs": pairs,
         "processes": procs,
         "poll_s": poll,
-        "seconds": duration,
+        "seconds": round(duration, 3),
         "ops_per_s": round(ops / duration, 1),
         "messages_per_s": round(len(msgs) / duration, 1),
         "wake": summary_ms(lat),  # sender's DBOS.send returned -> receiver's DBOS.recv returned

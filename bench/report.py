@@ -94,6 +94,16 @@ def render(r: dict) -> str:
             v = _get(pp1, "wake", f"{q}_ms")
             row(f"2a ping-pong, {label}: any wake-up → woken step commit, {q}", v, _get(n1, "wake", f"{q}_ms"),
                 _get(db1, "wake", f"{q}_ms"), "ms", "lower")
+    if not pp and dbos_ok:  # the peer alone (--only peer)
+        row(f"3 DBOS ping-pong ({db['pairs']} pairs), send+recv ops/s", peer=d_ops)
+        row("3 DBOS ping-pong, messages/s", peer=d_msgs)
+        row("3 DBOS ping-pong, send → recv returned, p50", peer=_get(db, "wake", "p50_ms"), unit="ms")
+        row("3 DBOS ping-pong, send → recv returned, p99", peer=_get(db, "wake", "p99_ms"), unit="ms")
+    if not pp1 and r.get("dbos_1"):
+        db1 = r["dbos_1"]
+        row(f"3 DBOS ping-pong ({db1['pairs']} pair), send+recv ops/s", peer=db1["ops_per_s"])
+        row("3 DBOS ping-pong, 1 pair: send → recv returned, p50", peer=_get(db1, "wake", "p50_ms"), unit="ms")
+        row("3 DBOS ping-pong, 1 pair: send → recv returned, p99", peer=_get(db1, "wake", "p99_ms"), unit="ms")
     if fi:
         s = fi["steps_per_s"]
         row(f"2b fan-in ({fi['senders']} senders → 1 chan, cap {fi['capacity']}), steps/s", s, n_steps,
@@ -137,8 +147,6 @@ def render(r: dict) -> str:
             notes.append(f"DBOS errors: {db['errors'][:3]}")
     elif isinstance(db, dict):
         notes.append(f"DBOS peer did not run: {db['error']}")
-    if r.get("dbos_error") and dbos_ok:
-        notes.append(f"DBOS peer (1 pair) failed: {r['dbos_error']}")
     if tm:
         notes.append(f"timers: deadline {tm['lead_s']:.1f} s after start, at half past a second; all armed before "
                      f"due: {tm['armed_before_due']} ({tm['armed_s_before_due']} s before; {tm['armed_late']} late).")

@@ -30,7 +30,7 @@ def _start_many(specs: list[tuple[str, dict]]) -> list[str]:
         return [services.start_process(name, inp).process.id for name, inp in specs]
 
 
-def _wait_started(ids: list[str], timeout: float = 120.0) -> None:
+def _wait_started(ids: list[str], timeout: float = 15.0) -> None:
     """Until every process has run its first step (so the window measures the steady state)."""
     from slct_workflows.models import Event
 
