@@ -183,7 +183,7 @@ def run_all(args, env: BenchEnv, logdir: Path) -> dict:
                 # workers, at about the ping-pong step rate)
                 # (arming is one step per job, like the naive pipeline's jobs)
                 rate = (out.get("naive") or out.get("pingpong") or {}).get("steps_per_s") or 100.0
-                lead = args.timer_lead or min(40.0, 3.0 + 1.6 * args.timers / max(rate, 25.0))
+                lead = args.timer_lead or min(40.0, 3.0 + 2.2 * args.timers / max(rate, 25.0))
                 log(f"2c: {args.timers} timers due together, {lead:.1f}s ahead")
                 out["timers"] = scenarios.timers(env, args.timers, lead)
         except BaseException:
