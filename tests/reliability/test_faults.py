@@ -13,14 +13,13 @@ import threading
 import time
 from collections import Counter
 
-import pytest
 from django.db import connection, transaction
 
 from slct_workflows import services
 from slct_workflows.models import Event, ProcessInstance
 
 from .helpers import (
-    assert_quiescent, captured_log, check_history, committed_steps, ledger, not_done, read_attempts, report, wait_done,
+    assert_quiescent, captured_log, check_history, committed_steps, ledger, read_attempts, report, wait_done,
 )
 from .conftest import _drop_queue_keys
 
@@ -213,7 +212,7 @@ def test_redis_loses_its_jobs_then_restarts_empty(private_redis, private_redis_w
            redis_restarts=private_redis.starts - 1, sends_during_outage=len(outage_sends),
            enqueues_lost_in_outage=len(lost_enqueues),
            workers_died_with_redis=len(dead), recovery_sweeps=waited["sweeps"] + 1, step_attempts=began,
-           committed_steps=committed_steps(everyone), lost=0, duplicated=0)
+           committed_steps=committed_steps(everyone), history_events=events, lost=0, duplicated=0)
 
 
 # -- the database goes away -----------------------------------------------------------------------
@@ -310,7 +309,7 @@ def _terminate_others() -> int:
         return cur.fetchone()[0]
 
 
-def test_a_lost_connection_is_not_a_failure_of_the_step(rel_workers, tmp_path, request):
+def test_a_lost_connection_is_not_a_failure_of_the_step(rel_workers, tmp_path):
     """The database goes away in the middle of the same step three times (SLCT_MAX_ATTEMPTS is 3).
     That is not the user's method raising (DESIGN 2.5): the transaction is retried (db.py), the
     step commits once when the database is back, no error is recorded against it, and the process

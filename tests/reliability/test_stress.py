@@ -19,8 +19,8 @@ from .helpers import assert_quiescent, check_history, ledger, read_attempts, rep
 # Per database: PostgreSQL proves the concurrency; SQLite (one writer at a time) runs the same
 # workload, smaller, to stay within the suite's time budget.
 SIZES = {
-    "postgresql": dict(workers=4, nodes=200, per_node=25, unbuffered=10, buffered=10, timeout=150),
-    "sqlite": dict(workers=4, nodes=100, per_node=25, unbuffered=6, buffered=6, timeout=150),
+    "postgresql": dict(workers=4, nodes=200, per_node=25, unbuffered=10, buffered=10, timeout=300),
+    "sqlite": dict(workers=4, nodes=100, per_node=25, unbuffered=6, buffered=6, timeout=300),
 }
 
 
@@ -50,7 +50,7 @@ def test_stress_every_value_is_received_exactly_once(rel_workers, tmp_path):
             **common,
         }, id=f"s-node-{idx}").process.id)
 
-    waited = wait_done([coord, *nodes], size["timeout"], pool=rel_workers, what="stress processes")
+    wait_done([coord, *nodes], size["timeout"], pool=rel_workers, what="stress processes")
     elapsed = time.monotonic() - started
 
     # The ledger, from the processes' own state ...
