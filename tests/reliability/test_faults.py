@@ -82,6 +82,25 @@ def _interrupted(tmp_path, pids) -> tuple[int, int]:
 
 # -- SIGKILL --------------------------------------------------------------------------------------
 
+def _worker_in_a_step(log, alive, *, within_ns: int, patience: float):
+    """A live worker whose latest attempt line is younger than `within_ns`, polled for up to
+    `patience` seconds (the tail of the attempts log: pid, process, goroutine, method, time_ns)."""
+    by_pid = {p.pid: p for p in alive}
+    end = time.monotonic() + patience
+    while time.monotonic() < end:
+        if log.exists():
+            with log.open("rb") as f:
+                f.seek(max(0, log.stat().st_size - 1000))
+                lines = f.read().decode(errors="replace").splitlines()[1:]
+            now = time.time_ns()
+            for line in reversed(lines):
+                parts = line.split(" ")
+                if len(parts) == 5 and parts[4].isdigit() and now - int(parts[4]) < within_ns:
+                    if int(parts[0]) in by_pid:
+                        return by_pid[int(parts[0])]
+        time.sleep(0.002)
+    return None
+
 def test_workers_killed_mid_step_at_random_moments(rel_workers, tmp_path):
     size = SIZES[connection.vendor]
     rng = random.Random(4242)
@@ -95,15 +114,11 @@ def test_workers_killed_mid_step_at_random_moments(rel_workers, tmp_path):
         time.sleep(rng.uniform(0.3, 1.2))
         alive = rel_workers.alive()
         victim = None
-        if rng.random() < 0.7 and log.exists():
-            # Aim: a worker that began a step in the last few milliseconds (steps sleep
-            # `delay_ms` inside their transaction, so it is in the middle of one).
-            recent = read_attempts(log)[-3:]
-            pids = {a[0] for a in recent}
-            candidates = [p for p in alive if p.pid in pids]
-            if candidates:
-                victim = rng.choice(candidates)
-                aimed += 1
+        if rng.random() < 0.7:
+            # Aim: a worker that began a step less than 10 ms ago (steps sleep `delay_ms` = 20 ms
+            # inside their transaction, so it is in the middle of one).
+            victim = _worker_in_a_step(log, alive, within_ns=10_000_000, patience=0.5)
+            aimed += victim is not None
         if victim is None:
             victim = rng.choice(alive)
         rel_workers.kill(victim)
