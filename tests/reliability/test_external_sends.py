@@ -40,8 +40,11 @@ def test_concurrent_sends_with_repeated_keys_deliver_each_key_once(rel_workers):
         assert time.monotonic() < deadline, f"sinks did not start\n{rel_workers.logs()[-3000:]}"
         time.sleep(0.1)
 
-    # Key i goes to one channel with one value; every fifth key refuses to wait (wait=False).
-    keys = [(f"x-key-{i}", names[i % len(names)], {"key": i}, i % 5 != 0) for i in range(size["keys"])]
+    # Key i goes to one channel with one value. Every fifth key goes, with wait=False, to a channel
+    # nobody receives from: it must be refused, every time, and never delivered later.
+    services.create_channel("x-nobody", 0)
+    keys = [(f"x-key-{i}", "x-nobody" if i % 5 == 0 else names[i % len(names)], {"key": i}, i % 5 != 0)
+            for i in range(size["keys"])]
     groups = [keys[g::size["groups"]] for g in range(size["groups"])]
     results: dict[str, list[tuple[str, bool]]] = defaultdict(list)
     errors: list[str] = []
@@ -82,6 +85,7 @@ def test_concurrent_sends_with_repeated_keys_deliver_each_key_once(rel_workers):
         assert len(firsts) == 1, f"{key}: {outcomes} (each key must be sent exactly once)"
     assert ExternalSend.objects.count() == len(keys)
     refused = {k for k, outcomes in results.items() if outcomes[0][0] == "no_receiver"}
+    assert refused == {k for k, chan, _, _ in keys if chan == "x-nobody"}
     assert all(all(o[0] == "no_receiver" for o in results[k]) for k in refused), "a refused key was delivered later"
 
     # Waiting sends are taken by the sinks; then the channels close and the sinks drain and finish.
@@ -103,7 +107,7 @@ def test_concurrent_sends_with_repeated_keys_deliver_each_key_once(rel_workers):
     # Each value went to a sink of its own channel.
     for p in ProcessInstance.objects.filter(pk__in=sinks):
         assert all(names[v["key"] % len(names)] == p.state["chan"] for v in p.state["received"]), p.pk
-    assert_quiescent(sinks, channels=names)
+    assert_quiescent(sinks, channels=[*names, "x-nobody"])
     check_history(sinks)
     report("external-sends", threads=len(threads), calls=sum(len(o) for o in results.values()),
            keys=len(keys), repeats=sum(len(o) for o in results.values()) - len(keys),
