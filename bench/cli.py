@@ -103,8 +103,22 @@ def machine() -> dict:
     return info
 
 
+def _check_extras(args: argparse.Namespace) -> None:
+    import importlib.util
+
+    missing = []
+    if args.peer == "dbos" and "peer" in args.only and importlib.util.find_spec("dbos") is None:
+        missing.append("dbos (or pass --peer none)")
+    if args.profile and importlib.util.find_spec("pyinstrument") is None:
+        missing.append("pyinstrument (for --profile)")
+    if missing:
+        raise SystemExit(f"missing: {', '.join(missing)}. Install: {sys.executable} -m pip install -r "
+                         f"{ROOT / 'bench' / 'requirements.txt'}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
+    _check_extras(args)
     env = make_env(args)
     t_begin = time.monotonic()
     results: dict = {"args": {k: (sorted(v) if isinstance(v, set) else str(v) if isinstance(v, Path) else v)
@@ -123,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         results["db_version"] = _db_version(connection)
         drop_queue_keys(env)
         results.update(run_all(args, env, logdir))
+        drop_queue_keys(env)
     finally:
         stop_redis(env)
     results["total_s"] = round(time.monotonic() - t_begin, 1)
