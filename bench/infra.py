@@ -82,15 +82,19 @@ def fresh_database(env: BenchEnv) -> None:
     """A new, empty bench database, then `manage.py migrate` on it."""
     DATA.mkdir(parents=True, exist_ok=True)
     if env.db == "sqlite":
+        path = Path(urlsplit(env.database_url).path)
+        if "bench" not in path.name:
+            raise SystemExit(f"refusing to delete {path}: the bench database's file name must contain 'bench'")
         for suffix in ("", "-wal", "-shm", "-journal"):
-            Path(str(sqlite_path()) + suffix).unlink(missing_ok=True)
+            Path(str(path) + suffix).unlink(missing_ok=True)
     else:
         import psycopg
 
         parts = urlsplit(env.database_url)
         name = parts.path.lstrip("/")
-        if not name or not name.replace("_", "").isalnum():
-            raise SystemExit(f"bench database name must be [A-Za-z0-9_]+, got {name!r}")
+        if not name or not name.replace("_", "").isalnum() or "bench" not in name:
+            raise SystemExit(f"refusing to drop database {name!r}: the bench's database name must be "
+                             f"[A-Za-z0-9_]+ and contain 'bench'")
         admin = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
