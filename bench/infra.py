@@ -82,7 +82,7 @@ def fresh_database(env: BenchEnv) -> None:
     """A new, empty bench database, then `manage.py migrate` on it."""
     DATA.mkdir(parents=True, exist_ok=True)
     if env.db == "sqlite":
-        path = Path(urlsplit(env.database_url).path)
+        path = Path("/" + urlsplit(env.database_url).path.lstrip("/"))
         if "bench" not in path.name:
             raise SystemExit(f"refusing to delete {path}: the bench database's file name must contain 'bench'")
         for suffix in ("", "-wal", "-shm", "-journal"):
