@@ -82,7 +82,9 @@ def fresh_database(env: BenchEnv) -> None:
     """A new, empty bench database, then `manage.py migrate` on it."""
     DATA.mkdir(parents=True, exist_ok=True)
     if env.db == "sqlite":
-        path = Path("/" + urlsplit(env.database_url).path.lstrip("/"))
+        import dj_database_url
+
+        path = Path(dj_database_url.parse(env.database_url)["NAME"])  # as the settings read it
         if "bench" not in path.name:
             raise SystemExit(f"refusing to delete {path}: the bench database's file name must contain 'bench'")
         for suffix in ("", "-wal", "-shm", "-journal"):
