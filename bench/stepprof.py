@@ -31,8 +31,8 @@ class _TeeDispatcher:
         finally:
             self.redis_s += time.perf_counter() - t
 
-    def wake(self, ids):
-        self._timed(self.real.wake, ids)
+    def wake(self, ids, at_front=False):
+        self._timed(lambda: self.real.wake(ids, at_front=at_front))
         self.pending.extend(ids)
 
     def wake_at(self, gid, when):

@@ -75,6 +75,11 @@ def steps_per_job() -> int:
     return _int("SLCT_STEPS_PER_JOB", 20, minimum=1)
 
 
+def job_seconds() -> float:
+    """How long one wake job may keep running steps before handing the rest back to the queue."""
+    return _float("SLCT_JOB_SECONDS", 0.1)
+
+
 def workflow_modules() -> list[str]:
     raw = _raw("SLCT_WORKFLOW_MODULES", "")
     if isinstance(raw, str):

@@ -9,7 +9,7 @@ import logging
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from django.db import transaction
 
@@ -17,29 +17,39 @@ log = logging.getLogger("slct_workflows")
 
 
 class Dispatcher(Protocol):
-    def wake(self, goroutine_ids: list[int]) -> None: ...
+    def wake(self, goroutine_ids: list[int], at_front: bool = False) -> None: ...
     def wake_at(self, goroutine_id: int, when: datetime) -> None: ...
     def outbox(self, outbox_ids: list[int]) -> None: ...
     def outbox_at(self, outbox_id: int, when: datetime) -> None: ...
 
 
 class RQDispatcher:
-    def _queue(self):
-        import django_rq
+    def __init__(self) -> None:
+        self._queues: dict[str, Any] = {}
 
+    def _queue(self):
+        """One Queue (and Redis connection pool) per queue name and process: django_rq.get_queue
+        opens a new connection each call, ~2 ms an enqueue."""
         from . import conf
 
-        return django_rq.get_queue(conf.queue_name())
+        name = conf.queue_name()
+        queue = self._queues.get(name)
+        if queue is None:
+            import django_rq
 
-    def wake(self, goroutine_ids: list[int]) -> None:
+            queue = self._queues[name] = django_rq.get_queue(name)
+        return queue
+
+    def wake(self, goroutine_ids: list[int], at_front: bool = False) -> None:
         if not goroutine_ids:
             return
         from rq import Queue
 
         queue = self._queue()
-        queue.enqueue_many(
-            [Queue.prepare_data("slct_workflows.jobs.wake", args=(gid,), result_ttl=0) for gid in goroutine_ids]
-        )
+        queue.enqueue_many([
+            Queue.prepare_data("slct_workflows.jobs.wake", args=(gid,), result_ttl=0, at_front=at_front)
+            for gid in goroutine_ids
+        ])
 
     def wake_at(self, goroutine_id: int, when: datetime) -> None:
         self._queue().enqueue_at(
@@ -77,7 +87,7 @@ def use(dispatcher: Dispatcher) -> Dispatcher:
     return previous
 
 
-def _robust(what: str, func, *args) -> None:
+def _robust(what: str, func: Callable[..., Any], *args: Any) -> None:
     try:
         func(*args)
     except Exception:  # Redis down: the sweep will find the work in the database
@@ -110,10 +120,10 @@ def _deliver_wakes(ids: list[int]) -> None:
         _robust("enqueue wake-ups", get().wake, ids)
 
 
-def wake_now(goroutine_ids: list[int]) -> None:
+def wake_now(goroutine_ids: list[int], *, at_front: bool = False) -> None:
     """Enqueue at once (outside any transaction), never raising: the sweep covers a failure."""
     if goroutine_ids:
-        _robust("enqueue wake-ups", get().wake, list(goroutine_ids))
+        _robust("enqueue wake-ups", lambda: get().wake(list(goroutine_ids), at_front=at_front))
 
 
 def after_commit_wake(goroutine_ids: Iterable[int]) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
 from datetime import timedelta
 
 from django.db import transaction
@@ -33,14 +34,16 @@ LOCAL_QUEUE = 2  # goroutines a job keeps to run itself; more wake-ups go to RQ 
 
 
 def _run(goroutine_id: int) -> int:
-    """Run steps: the goroutine while its selects fire at once, and the goroutines its steps wake
-    (the first of them kept here, the rest enqueued at once), up to SLCT_STEPS_PER_JOB steps.
-    Anything left is enqueued, also when a step raises."""
+    """Run steps: the goroutines a step wakes first (the first of them kept here, the rest
+    enqueued at once), then the goroutine itself while its selects fire at once; until the job's
+    step or time budget is spent. What is left goes back to the front of the queue, also when a
+    step raises."""
     steps = 0
     queue = [goroutine_id]
+    deadline = time.monotonic() + conf.job_seconds()
     with dispatch.claiming_wakes() as claimed:
         try:
-            while queue and steps < conf.steps_per_job():
+            while queue and steps < conf.steps_per_job() and time.monotonic() < deadline:
                 current = queue.pop(0)
                 result = engine.run_step(current)
                 if result.blocked and engine.fire_due_timer(current):
@@ -48,15 +51,14 @@ def _run(goroutine_id: int) -> int:
                 if not result.ran:
                     continue
                 steps += 1
-                if result.runnable_again:
-                    queue.insert(0, current)
-                queue.extend(claimed)
+                # The woken goroutine runs next: its sender is waiting for that rendezvous.
+                queue[:0] = [*claimed, *([current] if result.runnable_again else [])]
                 claimed.clear()
                 if len(queue) > LOCAL_QUEUE:
                     dispatch.wake_now(queue[LOCAL_QUEUE:])
                     del queue[LOCAL_QUEUE:]
         finally:
-            dispatch.wake_now([*queue, *claimed])  # fairness (batch limit) or a failure: RQ takes over
+            dispatch.wake_now([*queue, *claimed], at_front=True)
     return steps
 
 

@@ -47,7 +47,7 @@ __all__ = ["WorkflowRunner", "Stuck", "NullDispatcher", "isolated_registry", "fo
 class NullDispatcher:
     """Drops wake-ups: the runner finds the work in the database instead."""
 
-    def wake(self, goroutine_ids: list[int]) -> None:
+    def wake(self, goroutine_ids: list[int], at_front: bool = False) -> None:
         pass
 
     def wake_at(self, goroutine_id: int, when: datetime) -> None:

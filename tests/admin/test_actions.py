@@ -256,7 +256,7 @@ class Recorder:
     def __init__(self):
         self.woken = []
 
-    def wake(self, ids):
+    def wake(self, ids, at_front=False):
         self.woken.extend(ids)
 
     def wake_at(self, gid, when):
