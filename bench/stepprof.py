@@ -44,6 +44,9 @@ class _TeeDispatcher:
     def outbox_at(self, oid, when):
         self._timed(self.real.outbox_at, oid, when)
 
+    def timers_at(self, when):
+        self._timed(self.real.timers_at, when)
+
 
 def step_profile(steps: int, outdir: Path, seconds: float = 10.0) -> dict:
     from pyinstrument import Profiler

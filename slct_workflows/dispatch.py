@@ -21,6 +21,7 @@ class Dispatcher(Protocol):
     def wake_at(self, goroutine_id: int, when: datetime) -> None: ...
     def outbox(self, outbox_ids: list[int]) -> None: ...
     def outbox_at(self, outbox_id: int, when: datetime) -> None: ...
+    def timers_at(self, when: datetime) -> None: ...
 
 
 class RQDispatcher:
@@ -54,6 +55,14 @@ class RQDispatcher:
     def wake_at(self, goroutine_id: int, when: datetime) -> None:
         self._queue().enqueue_at(
             _whole_second_after(when), "slct_workflows.jobs.wake_timer", goroutine_id, result_ttl=0
+        )
+
+    def timers_at(self, when: datetime) -> None:
+        """One job per second fires every timer due by then: a thousand timers due together
+        cost one scheduled job and a few bulk transactions, not a thousand jobs."""
+        at = _whole_second_after(when)
+        self._queue().enqueue_at(
+            at, "slct_workflows.jobs.fire_timers", job_id=f"slct-timers-{int(at.timestamp())}", result_ttl=0
         )
 
     def outbox(self, outbox_ids: list[int]) -> None:
@@ -134,6 +143,10 @@ def after_commit_wake(goroutine_ids: Iterable[int]) -> None:
 
 def after_commit_wake_at(goroutine_id: int, when: datetime) -> None:
     transaction.on_commit(lambda: _robust("schedule a timer", get().wake_at, goroutine_id, when))
+
+
+def after_commit_timers_at(when: datetime) -> None:
+    transaction.on_commit(lambda: _robust("schedule a timer", get().timers_at, when))
 
 
 def after_commit_outbox(outbox_ids: list[int]) -> None:

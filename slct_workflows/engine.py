@@ -80,6 +80,49 @@ def fire_due_timer(goroutine_id: int) -> bool:
 
 
 
+def fire_due_timers(limit: int = 500) -> list[int]:
+    """Fire due timers in bulk: one transaction for up to `limit` blocked goroutines. Rows that
+    another transaction holds (a counterpart firing them now) are skipped, not waited for; if
+    that transaction rolls back, the next timer job or sweep finds the timer still due."""
+
+    def attempt() -> list[int]:
+        with transaction.atomic():
+            now = clock.now()
+            due = set(
+                PendingCase.objects.filter(kind="timer", deadline__lte=now, goroutine__status=GoroutineStatus.BLOCKED)
+                .order_by("deadline").values_list("goroutine_id", flat=True)[: limit * 2]
+            )
+            goroutines = list(
+                Goroutine.objects.select_for_update(skip_locked=True)
+                .filter(pk__in=sorted(due)[:limit], status=GoroutineStatus.BLOCKED).order_by("id")
+            )
+            if not goroutines:
+                return []
+            first_due: dict[int, PendingCase] = {}
+            for case in PendingCase.objects.filter(
+                goroutine__in=goroutines, kind="timer", deadline__lte=now
+            ).order_by("goroutine_id", "case_index"):
+                first_due.setdefault(case.goroutine_id, case)
+            fired = [g for g in goroutines if g.id in first_due]
+            PendingCase.objects.filter(goroutine__in=fired).delete()
+            for g in fired:
+                case = first_due[g.id]
+                g.set_status(GoroutineStatus.RUNNABLE)
+                g.next_method, g.next_value, g.next_closed = case.target, None, False
+                g.next_case = f"timer {case.deadline.isoformat()}"
+                g.next_source = {"timer": case.deadline.isoformat()}
+                g.wait_seq += 1
+                g.runnable_since = now
+                g.updated_at = now
+            Goroutine.objects.bulk_update(fired, [
+                "status", "next_method", "next_value", "next_closed", "next_case", "next_source", "wait_seq",
+                "runnable_since", "updated_at",
+            ])
+            return [g.id for g in fired]
+
+    return with_db_retries(attempt)
+
+
 # -- the step ---------------------------------------------------------------------------------
 
 def run_step(goroutine_id: int) -> StepResult:
@@ -290,7 +333,7 @@ class Step:
             ])
             deadlines = [c.deadline for c in cases if c.kind == semantics.TIMER]
             if deadlines:
-                dispatch.after_commit_wake_at(g.id, min(deadlines))
+                dispatch.after_commit_timers_at(min(deadlines))
             return False, "blocked on " + ", ".join(c.describe() for c in cases)
         case = cases[decision.case_index]
         source = None

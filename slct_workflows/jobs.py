@@ -33,6 +33,23 @@ def wake_timer(goroutine_id: int) -> int:
 LOCAL_QUEUE = 2  # goroutines a job keeps to run itself; more wake-ups go to RQ for other workers
 
 
+def fire_timers() -> int:
+    """The scheduled timer job of one second: fire every due timer in bulk and enqueue the
+    goroutines they woke. Returns how many fired."""
+    fresh_connection()
+    fired = 0
+    deadline = time.monotonic() + 5 * conf.job_seconds()
+    while time.monotonic() < deadline:
+        ids = engine.fire_due_timers()
+        if not ids:
+            break
+        dispatch.wake_now(ids)
+        fired += len(ids)
+    else:
+        dispatch.get().timers_at(clock.now())  # more than a batch is due: go on in a new job
+    return fired
+
+
 def _run(goroutine_id: int) -> int:
     """Run steps: the goroutines a step wakes first (the first of them kept here, the rest
     enqueued at once), then the goroutine itself while its selects fire at once; until the job's

@@ -53,6 +53,9 @@ class NullDispatcher:
     def wake_at(self, goroutine_id: int, when: datetime) -> None:
         pass
 
+    def timers_at(self, when: datetime) -> None:
+        pass
+
     def outbox(self, outbox_ids: list[int]) -> None:
         pass
 

@@ -262,6 +262,9 @@ class Recorder:
     def wake_at(self, gid, when):
         pass
 
+    def timers_at(self, when):
+        pass
+
     def outbox(self, ids):
         pass
 

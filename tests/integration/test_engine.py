@@ -193,3 +193,21 @@ def test_an_operator_can_replace_the_state_deliberately(runner):
     assert runner.state(pid)["counter"] == 42
     edit = Event.objects.get(process_id=pid, kind="state")
     assert edit.detail["reason"] == "fix count" and edit.detail["before"]["counter"] == 1
+
+
+def test_due_timers_fire_in_bulk_once(runner):
+    from datetime import timedelta
+
+    from slct_workflows import clock, engine
+
+    pids = [runner.start("t-sleeper") for _ in range(3)]
+    later = runner.start("counter", {"idle_seconds": 7200, "channel": "bulk-c"})
+    clock.advance(timedelta(hours=1, seconds=1))
+    fired = engine.fire_due_timers()
+    assert len(fired) == 3
+    assert engine.fire_due_timers() == []  # consumed: a second run finds nothing
+    assert set(Goroutine.objects.filter(pk__in=fired).values_list("next_method", flat=True)) == {"Main_Woke"}
+    assert runner.waits(later)["Main"] == ["recv bulk-c", "timer"]  # not due yet, untouched
+    runner.run()
+    for pid in pids:
+        runner.assert_finished(pid, "woke")
