@@ -393,7 +393,7 @@ def render(
             )
 
     # Time gutter and folded pauses.
-    add(f'<text x="8" y="27" font-size="12" font-weight="bold" fill="#333">time (UTC)</text>')
+    add('<text x="8" y="27" font-size="12" font-weight="bold" fill="#333">time (UTC)</text>')
     if omitted:
         add(f'<text x="8" y="42" fill="#a33">{omitted} older steps not shown</text>')
     last_day = None

@@ -4,7 +4,6 @@ its channel from the channel page, see the process advance. Screenshots go to ar
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from pathlib import Path

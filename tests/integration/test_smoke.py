@@ -1,5 +1,3 @@
-from datetime import timedelta
-
 import pytest
 
 from slct_workflows.testing import WorkflowRunner
