@@ -31,14 +31,19 @@ class RQDispatcher:
     def _queue(self):
         """One Queue (and Redis connection pool) per queue name and process: django_rq.get_queue
         opens a new connection each call, ~2 ms an enqueue."""
+        from django.conf import settings
+
         from . import conf
 
         name = conf.queue_name()
-        queue = self._queues.get(name)
+        # Keyed by the queue's connection settings too, so a changed RQ_QUEUES (tests pointing at
+        # another Redis) gets a new queue instead of the cached one.
+        key = f"{name}|{sorted(getattr(settings, 'RQ_QUEUES', {}).get(name, {}).items())!r}"
+        queue = self._queues.get(key)
         if queue is None:
             import django_rq
 
-            queue = self._queues[name] = django_rq.get_queue(name)
+            queue = self._queues[key] = django_rq.get_queue(name)
         return queue
 
     def wake(self, goroutine_ids: list[int], at_front: bool = False) -> None:
