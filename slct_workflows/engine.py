@@ -52,32 +52,47 @@ class StepFailed(Exception):
 
 # -- timers -----------------------------------------------------------------------------------
 
+TIMER_FIELDS = [
+    "status", "next_method", "next_value", "next_closed", "next_case", "next_source", "wait_seq",
+    "runnable_since", "updated_at",
+]
+
+
+def _fire_timers(goroutines: list[Goroutine], now: datetime) -> list[int]:
+    """Consume the select of each locked, blocked goroutine whose timer is due: the first due
+    timer case (in case order) fires. Returns the goroutines made runnable."""
+    first_due: dict[int, PendingCase] = {}
+    for case in PendingCase.objects.filter(
+        goroutine__in=goroutines, kind="timer", deadline__lte=now
+    ).order_by("goroutine_id", "case_index"):
+        first_due.setdefault(case.goroutine_id, case)
+    fired = [g for g in goroutines if g.id in first_due]
+    if not fired:
+        return []
+    PendingCase.objects.filter(goroutine__in=fired).delete()
+    for g in fired:
+        case = first_due[g.id]
+        g.set_status(GoroutineStatus.RUNNABLE)
+        g.next_method, g.next_value, g.next_closed = case.target, None, False
+        g.next_case = f"timer {case.deadline.isoformat()}"
+        g.next_source = {"timer": case.deadline.isoformat()}
+        g.wait_seq += 1
+        g.runnable_since = g.updated_at = now
+    Goroutine.objects.bulk_update(fired, TIMER_FIELDS)
+    return [g.id for g in fired]
+
+
 def fire_due_timer(goroutine_id: int) -> bool:
     """If the goroutine is blocked and one of its timer cases is due, consume its select."""
 
     def attempt() -> bool:
         with transaction.atomic():
-            g = Goroutine.objects.select_for_update().filter(pk=goroutine_id).first()
-            if g is None or g.status != GoroutineStatus.BLOCKED:
-                return False
-            cases = list(PendingCase.objects.filter(goroutine_id=g.id).order_by("case_index"))
-            now = clock.now()
-            due = [c for c in cases if c.kind == "timer" and c.deadline <= now]
-            if not due:
-                return False
-            case = due[0]
-            PendingCase.objects.filter(goroutine_id=g.id).delete()
-            g.set_status(GoroutineStatus.RUNNABLE)
-            g.next_method, g.next_value, g.next_closed = case.target, None, False
-            g.next_case = f"timer {case.deadline.isoformat()}"
-            g.next_source = {"timer": case.deadline.isoformat()}
-            g.wait_seq += 1
-            g.runnable_since = now
-            g.save()
-            return True
+            locked = list(
+                Goroutine.objects.select_for_update().filter(pk=goroutine_id, status=GoroutineStatus.BLOCKED)
+            )
+            return bool(locked) and bool(_fire_timers(locked, clock.now()))
 
     return with_db_retries(attempt)
-
 
 
 def fire_due_timers(limit: int = 500) -> list[int]:
@@ -92,33 +107,11 @@ def fire_due_timers(limit: int = 500) -> list[int]:
                 PendingCase.objects.filter(kind="timer", deadline__lte=now, goroutine__status=GoroutineStatus.BLOCKED)
                 .order_by("deadline").values_list("goroutine_id", flat=True)[: limit * 2]
             )
-            goroutines = list(
+            locked = list(
                 Goroutine.objects.select_for_update(skip_locked=True)
                 .filter(pk__in=sorted(due)[:limit], status=GoroutineStatus.BLOCKED).order_by("id")
             )
-            if not goroutines:
-                return []
-            first_due: dict[int, PendingCase] = {}
-            for case in PendingCase.objects.filter(
-                goroutine__in=goroutines, kind="timer", deadline__lte=now
-            ).order_by("goroutine_id", "case_index"):
-                first_due.setdefault(case.goroutine_id, case)
-            fired = [g for g in goroutines if g.id in first_due]
-            PendingCase.objects.filter(goroutine__in=fired).delete()
-            for g in fired:
-                case = first_due[g.id]
-                g.set_status(GoroutineStatus.RUNNABLE)
-                g.next_method, g.next_value, g.next_closed = case.target, None, False
-                g.next_case = f"timer {case.deadline.isoformat()}"
-                g.next_source = {"timer": case.deadline.isoformat()}
-                g.wait_seq += 1
-                g.runnable_since = now
-                g.updated_at = now
-            Goroutine.objects.bulk_update(fired, [
-                "status", "next_method", "next_value", "next_closed", "next_case", "next_source", "wait_seq",
-                "runnable_since", "updated_at",
-            ])
-            return [g.id for g in fired]
+            return _fire_timers(locked, now) if locked else []
 
     return with_db_retries(attempt)
 
