@@ -148,10 +148,28 @@ def cancel_process(process_id: str, reason: str = "") -> ProcessInstance:
                 deliver_result(locked, proc, None, now, {"process": proc.id, "goroutine": ""}, done=False)
             _operator_event(proc, EventKind.CANCEL, {"reason": reason} if reason else None)
             proc.save()
+            if proc.children.filter(status__in=[ProcessStatus.RUNNING, ProcessStatus.FAILED]).exists():
+                # Children are cancelled after this commit, each in its own transaction (taking
+                # their rows here would lock processes after channels, against the lock order).
+                record_side_effect("slct_workflows.services.cancel_children", proc.id, process_id=proc.id)
             channels.wake_after_commit(locked)
             return proc
 
     return with_db_retries(attempt)
+
+
+def cancel_children(process_id: str) -> int:
+    """Cancel the running or failed children of a cancelled process (and theirs, in turn)."""
+    cancelled = 0
+    for child_id in ProcessInstance.objects.filter(
+        parent_id=process_id, status__in=[ProcessStatus.RUNNING, ProcessStatus.FAILED]
+    ).values_list("id", flat=True):
+        try:
+            cancel_process(child_id, reason=f"parent {process_id} was cancelled")
+            cancelled += 1
+        except Conflict:  # it finished meanwhile
+            pass
+    return cancelled
 
 
 def retry_process(process_id: str) -> ProcessInstance:

@@ -211,3 +211,14 @@ def test_due_timers_fire_in_bulk_once(runner):
     runner.run()
     for pid in pids:
         runner.assert_finished(pid, "woke")
+
+
+def test_cancelling_a_parent_cancels_its_running_children(runner):
+    pid = runner.start("t-parent", {"n": -1})
+    child = ProcessInstance.objects.get(parent_id=pid)
+    services.cancel_process(pid)
+    runner.run()  # the outbox job cancels the child after the parent's commit
+    child.refresh_from_db()
+    assert child.status == "cancelled"
+    assert Event.objects.get(process_id=child.id, kind="cancel").detail == {"reason": f"parent {pid} was cancelled"}
+    assert runner.process(pid).status == "cancelled"
