@@ -2,7 +2,7 @@
 
     python -m bench --db postgres            # PostgreSQL slct_bench + the machine's Redis (db 1)
     python -m bench --db sqlite              # SQLite (WAL) + an embedded redis-server on port 6395
-    python -m bench --workers 2 --worker-class simple --duration 10 --json out.json --profile
+    python -m bench --workers 2 --worker-class slct --duration 10 --json out.json --profile
 """
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--redis-port", type=int, default=int(os.environ.get("SLCT_EMBEDDED_REDIS_PORT", "6395")))
     ap.add_argument("--queue", default="slct-bench", help="RQ queue name of the bench's workers")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--worker-class", default="simple",
-                    help=f"{', '.join(WORKER_CLASSES)} or a dotted path (default: simple = rq.worker.SimpleWorker)")
+    ap.add_argument("--worker-class", default="slct",
+                    help=f"{', '.join(WORKER_CLASSES)} or a dotted path (default: slct = slct_workflows.worker.Worker, a SimpleWorker with the timer loop)")
     ap.add_argument("--duration", type=float, default=6.0, help="seconds measured per scenario (default 6)")
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds before each measuring window (default 2)")
     ap.add_argument("--pairs", type=int, default=50, help="ping-pong pairs (default 50)")

@@ -21,6 +21,7 @@ DATA = ROOT / ".slct" / "bench"
 PYTHON = sys.executable
 
 WORKER_CLASSES = {
+    "slct": "slct_workflows.worker.Worker",
     "simple": "rq.worker.SimpleWorker",
     "fork": "rq.worker.Worker",
     "spawn": "rq.worker.SpawnWorker",

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from rq.worker import SimpleWorker
+from slct_workflows.worker import Worker as SimpleWorker
 
 
 class _SqlTimer:

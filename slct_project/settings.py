@@ -115,7 +115,7 @@ RQ_QUEUES = {
 # Non-forking workers: a fork per job costs ~10 ms and caps a worker at ~75 jobs/s. Every step is
 # a short database transaction with its own locking, so running jobs in the worker process keeps
 # all guarantees (a crash mid-step rolls the transaction back; the sweep re-enqueues).
-RQ = {"WORKER_CLASS": "rq.worker.SimpleWorker"}
+RQ = {"WORKER_CLASS": "slct_workflows.worker.Worker"}
 RQ_SHOW_ADMIN_LINK = True
 
 AUTH_PASSWORD_VALIDATORS = []

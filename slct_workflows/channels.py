@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Hashable, Iterable
 
-from django.db.models import F
+from django.db.models import F, Window
+from django.db.models.functions import RowNumber
 
 from . import dispatch, semantics
 from .models import (
@@ -38,6 +39,10 @@ class LockedChannels:
     woken: list[int] = field(default_factory=list)  # goroutine ids to enqueue after commit
     owners: dict[Hashable, dict] = field(default_factory=dict)  # owner -> {"process", "goroutine"}
     buffer_sources: dict[str, list] = field(default_factory=dict)  # who sent each buffered value
+    buffer_seqs: dict[str, list[int]] = field(default_factory=dict)
+    # (channel, kind) with waiters not read yet, and the last pending case id read for each.
+    unread: set[tuple[str, str]] = field(default_factory=set)
+    last_waiter: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def state(self, name: str) -> semantics.ChannelState:
         return self.states[name]
@@ -73,27 +78,78 @@ def lock(names: Iterable[str], *, create: bool = False) -> LockedChannels:
     states = {n: semantics.ChannelState(name=n, capacity=c.capacity, closed=c.closed) for n, c in rows.items()}
     buffer_ids: dict[str, list[int]] = {n: [] for n in rows}
     buffer_sources: dict[str, list] = {n: [] for n in rows}
+    buffer_seqs: dict[str, list[int]] = {n: [] for n in rows}
     buffered = [n for n, c in rows.items() if c.capacity > 0]  # unbuffered channels never hold values
-    for bid, chan, value, source in BufferedValue.objects.filter(channel_id__in=buffered).order_by(
+    for bid, chan, seq, value, source in BufferedValue.objects.filter(channel_id__in=buffered).order_by(
         "channel_id", "seq"
-    ).values_list("id", "channel_id", "value", "source") if buffered else ():
+    ).values_list("id", "channel_id", "seq", "value", "source") if buffered else ():
         states[chan].buffer.append(value)
         buffer_ids[chan].append(bid)
+        buffer_seqs[chan].append(seq)
         buffer_sources[chan].append(source)
-    locked = LockedChannels(rows=rows, states=states, buffer_ids=buffer_ids, buffer_sources=buffer_sources)
-    pending = (
-        PendingCase.objects.filter(channel_id__in=rows, kind__in=["recv", "send"])
-        .order_by("id")
-        .values_list("id", "channel_id", "kind", "goroutine_id", "external_send_id", "wait_seq", "target", "value",
-                     "goroutine__process_id", "goroutine__name")
+    locked = LockedChannels(
+        rows=rows, states=states, buffer_ids=buffer_ids, buffer_sources=buffer_sources, buffer_seqs=buffer_seqs
     )
-    for pid, chan, kind, gid, key, wait_seq, target, value, process_id, gname in pending:
+    _read_waiters(locked, PendingCase.objects.filter(channel_id__in=rows, kind__in=["recv", "send"]), limited=True)
+    return locked
+
+
+# A decision only ever takes the oldest live waiter of a channel's receivers or senders (a close
+# takes them all, and reads them all first). Reading a few per direction keeps a step on a busy
+# channel (a hundred blocked senders) from loading every one of them while it holds the lock.
+WAITERS_READ = 8
+
+_WAITER_FIELDS = (
+    "id", "channel_id", "kind", "goroutine_id", "external_send_id", "wait_seq", "target", "value",
+    "goroutine__process_id", "goroutine__name",
+)
+
+
+def _read_waiters(locked: LockedChannels, qs, *, limited: bool) -> None:
+    if limited:
+        qs = qs.annotate(
+            rank=Window(RowNumber(), partition_by=[F("channel_id"), F("kind")], order_by=F("id").asc())
+        ).filter(rank__lte=WAITERS_READ)
+    counts: dict[tuple[str, str], int] = {}
+    for pid, chan, kind, gid, key, wait_seq, target, value, process_id, gname in qs.order_by("id").values_list(
+        *_WAITER_FIELDS
+    ):
+        counts[(chan, kind)] = counts.get((chan, kind), 0) + 1
+        locked.last_waiter[(chan, kind)] = pid
         owner = goroutine_owner(gid) if gid is not None else external_owner(key)
+        if locked.live.get(owner) is False:
+            continue  # found stale (or fired) earlier in this transaction
         locked.wait_seqs[owner] = wait_seq
         locked.owners[owner] = {"process": process_id, "goroutine": gname} if gid is not None else {"external": key}
         waiter = semantics.Waiter(ref=pid, owner=owner, op=kind, target=target, value=value)
-        (states[chan].receivers if kind == "recv" else states[chan].senders).append(waiter)
-    return locked
+        st = locked.states[chan]
+        (st.receivers if kind == "recv" else st.senders).append(waiter)
+    for key, n in counts.items():
+        if limited and n >= WAITERS_READ:
+            locked.unread.add(key)
+        else:
+            locked.unread.discard(key)
+
+
+def _read_more(locked: LockedChannels, chan: str, kind: str, *, everything: bool = False) -> None:
+    """Read the waiters after the last one read for (chan, kind): the next few, or all of them."""
+    locked.unread.discard((chan, kind))
+    qs = PendingCase.objects.filter(channel_id=chan, kind=kind, id__gt=locked.last_waiter.get((chan, kind), 0))
+    _read_waiters(locked, qs, limited=not everything)
+
+
+def _refill(locked: LockedChannels) -> None:
+    """A direction emptied by stale or fired waiters while older ones remain unread: read on."""
+    for chan, kind in list(locked.unread):
+        st = locked.states[chan]
+        if not (st.receivers if kind == "recv" else st.senders):
+            _read_more(locked, chan, kind)
+
+
+def read_all_waiters(locked: LockedChannels, chan: str) -> None:
+    for kind in ("recv", "send"):
+        if (chan, kind) in locked.unread:
+            _read_more(locked, chan, kind, everything=True)
 
 
 def is_live(locked: LockedChannels, owner: Hashable) -> bool:
@@ -114,6 +170,7 @@ def is_live(locked: LockedChannels, owner: Hashable) -> bool:
 def decide(locked: LockedChannels, evaluate) -> semantics.Decision:
     """Run `evaluate()` until every waiter it fires is still live; stale waiters are dropped."""
     while True:
+        _refill(locked)
         decision = evaluate()
         stale = [f.waiter.owner for f in decision.fires if not is_live(locked, f.waiter.owner)]
         if not stale:
@@ -131,17 +188,20 @@ def apply(locked: LockedChannels, decision: semantics.Decision, now: datetime, s
     popped = []
     for chan in decision.pops:
         bid = locked.buffer_ids[chan].pop(0)
+        locked.buffer_seqs[chan].pop(0)
         locked.states[chan].buffer.pop(0)
         popped.append(locked.buffer_sources[chan].pop(0))
         BufferedValue.objects.filter(pk=bid).delete()
     # A push on a channel that was also popped is a blocked sender's value moving into the buffer.
     handed_off = {f.channel: locked.owners.get(f.waiter.owner) for f in decision.fires if f.waiter.op == "send"}
     for chan, value in decision.pushes:
-        row = locked.rows[chan]
-        row.next_seq += 1
-        Channel.objects.filter(pk=chan).update(next_seq=F("next_seq") + 1)
+        # The buffer is read whole under the channel lock, so the next position is known without
+        # writing a counter on the (hot) channel row at every send.
+        seqs = locked.buffer_seqs[chan]
+        seq = (seqs[-1] if seqs else locked.rows[chan].next_seq) + 1
         pushed_by = handed_off.get(chan, source) if chan in decision.pops else source
-        bv = BufferedValue.objects.create(channel_id=chan, seq=row.next_seq, value=value, source=pushed_by)
+        bv = BufferedValue.objects.create(channel_id=chan, seq=seq, value=value, source=pushed_by)
+        seqs.append(seq)
         locked.buffer_ids[chan].append(bv.id)
         locked.buffer_sources[chan].append(pushed_by)
         locked.states[chan].buffer.append(value)
@@ -187,6 +247,7 @@ def close(locked: LockedChannels, name: str, now: datetime, source: dict | None)
     st = locked.states[name]
     if st.closed:
         return False
+    read_all_waiters(locked, name)
     decision = decide(locked, lambda: semantics.close_channel(locked.states[name]))
     for fire in decision.fires:
         fire_waiter(locked, fire, now, source)

@@ -92,3 +92,14 @@ def workflow_modules() -> list[str]:
 def max_request_bytes() -> int:
     """Largest request body (bytes) the REST API accepts; larger ones get 413."""
     return _int("SLCT_MAX_REQUEST_BYTES", 1024 * 1024, minimum=1024)
+
+
+def timer_poll_seconds() -> float:
+    """How often the workers' timer loop looks for due timers (0 turns the loop off; RQ's
+    scheduler, whole seconds, then fires them alone)."""
+    return _float("SLCT_TIMER_POLL_SECONDS", 0.05)
+
+
+def wake_batch() -> int:
+    """Goroutine ids one wake job carries (a thousand timers due together: fifty jobs, not a thousand)."""
+    return _int("SLCT_WAKE_BATCH", 20, minimum=1)

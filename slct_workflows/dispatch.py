@@ -51,10 +51,15 @@ class RQDispatcher:
             return
         from rq import Queue
 
+        from . import conf
+
         queue = self._queue()
+        size = conf.wake_batch()
         queue.enqueue_many([
-            Queue.prepare_data("slct_workflows.jobs.wake", args=(gid,), result_ttl=0, at_front=at_front)
-            for gid in goroutine_ids
+            Queue.prepare_data(
+                "slct_workflows.jobs.wake", args=tuple(goroutine_ids[i:i + size]), result_ttl=0, at_front=at_front
+            )
+            for i in range(0, len(goroutine_ids), size)
         ])
 
     def wake_at(self, goroutine_id: int, when: datetime) -> None:

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Min
 
 from . import channels, clock, conf, dispatch, semantics
 from .db import is_transient, with_db_retries
@@ -114,6 +114,11 @@ def fire_due_timers(limit: int = 500) -> list[int]:
             return _fire_timers(locked, now) if locked else []
 
     return with_db_retries(attempt)
+
+
+def next_timer_deadline() -> datetime | None:
+    """The earliest deadline of any pending timer case (a read on the timer index, no lock)."""
+    return PendingCase.objects.filter(kind="timer").aggregate(due=Min("deadline"))["due"]
 
 
 # -- the step ---------------------------------------------------------------------------------

@@ -15,11 +15,12 @@ from .models import Outbox, OutboxStatus
 log = logging.getLogger("slct_workflows")
 
 
-def wake(goroutine_id: int) -> int:
-    """Run the goroutine while it stays runnable (its selects firing at once), up to a batch
-    limit; a blocked goroutine with a due timer is fired first. Returns the steps run."""
+def wake(*goroutine_ids: int) -> int:
+    """Run the goroutines, each while it stays runnable (its selects firing at once), within
+    the job's time budget; a blocked goroutine with a due timer is fired first. Returns the
+    steps run."""
     fresh_connection()
-    return _run(goroutine_id)
+    return _run(list(goroutine_ids))
 
 
 def wake_timer(goroutine_id: int) -> int:
@@ -27,7 +28,7 @@ def wake_timer(goroutine_id: int) -> int:
     still waits on it, then run whatever is runnable."""
     fresh_connection()
     engine.fire_due_timer(goroutine_id)
-    return _run(goroutine_id)
+    return _run([goroutine_id])
 
 
 LOCAL_QUEUE = 2  # goroutines a job keeps to run itself; more wake-ups go to RQ for other workers
@@ -50,13 +51,13 @@ def fire_timers() -> int:
     return fired
 
 
-def _run(goroutine_id: int) -> int:
-    """Run steps: the goroutines a step wakes first (the first of them kept here, the rest
-    enqueued at once), then the goroutine itself while its selects fire at once; until the job's
-    step or time budget is spent. What is left goes back to the front of the queue, also when a
-    step raises."""
+def _run(goroutine_ids: list[int]) -> int:
+    """Run steps: the goroutines a step wakes first (a couple kept here, the rest enqueued at
+    once), then the goroutine itself while its selects fire at once, then the job's other
+    goroutines; until the job's step or time budget is spent. What is left goes back to the
+    front of the queue, also when a step raises."""
     steps = 0
-    queue = [goroutine_id]
+    queue = list(goroutine_ids)
     deadline = time.monotonic() + conf.job_seconds()
     with dispatch.claiming_wakes() as claimed:
         try:
@@ -69,11 +70,10 @@ def _run(goroutine_id: int) -> int:
                     continue
                 steps += 1
                 # The woken goroutine runs next: its sender is waiting for that rendezvous.
-                queue[:0] = [*claimed, *([current] if result.runnable_again else [])]
+                next_up = [*claimed, *([current] if result.runnable_again else [])]
                 claimed.clear()
-                if len(queue) > LOCAL_QUEUE:
-                    dispatch.wake_now(queue[LOCAL_QUEUE:])
-                    del queue[LOCAL_QUEUE:]
+                dispatch.wake_now(next_up[LOCAL_QUEUE:])
+                queue[:0] = next_up[:LOCAL_QUEUE]
         finally:
             dispatch.wake_now([*queue, *claimed], at_front=True)
     return steps

@@ -12,7 +12,6 @@ Vocabulary:
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Hashable, Literal, Sequence
@@ -63,6 +62,13 @@ class ChannelState:
     buffer: list[Any] = field(default_factory=list)
     receivers: list[Waiter] = field(default_factory=list)
     senders: list[Waiter] = field(default_factory=list)
+
+    def copy(self) -> "ChannelState":
+        # Waiters are frozen and values are only moved, never mutated: copying the lists is
+        # enough, and much cheaper than a deep copy on the hot path.
+        return ChannelState(
+            self.name, self.capacity, self.closed, list(self.buffer), list(self.receivers), list(self.senders)
+        )
 
     def drop_owner(self, owner: Hashable) -> None:
         self.receivers = [w for w in self.receivers if w.owner != owner]
@@ -155,7 +161,7 @@ def evaluate_select(
     `owner` is the running goroutine: its own stale waiters (if any) are never its counterparts.
     """
     validate_cases(cases)
-    chans = copy.deepcopy(channels)
+    chans = {name: ch.copy() for name, ch in channels.items()}
     if owner is not None:
         for ch in chans.values():
             ch.drop_owner(owner)
@@ -178,7 +184,7 @@ def external_send(ch: ChannelState, value: Any) -> tuple[str, Decision]:
     `blocked` means no receiver and no room: the caller either leaves it waiting (a pending
     external send) or refuses it.
     """
-    chans = copy.deepcopy(ch)
+    chans = ch.copy()
     d = Decision(case_index=0)
     if chans.closed:
         d.closed = True

@@ -92,7 +92,7 @@ class WorkerPool:
         for _ in range(n):
             i = len(self.procs)
             args = [sys.executable, str(ROOT / "manage.py"), "rqworker", settings.SLCT_QUEUE,
-                    "--worker-class", "rq.worker.SimpleWorker", "--name", f"test-worker-{os.getpid()}-{i}-{time.time_ns()}"]
+                    "--worker-class", "slct_workflows.worker.Worker", "--name", f"test-worker-{os.getpid()}-{i}-{time.time_ns()}"]
             if scheduler:
                 args.append("--with-scheduler")
             log = open(self.logdir / f"worker-{i}.log", "ab")

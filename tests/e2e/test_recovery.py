@@ -43,7 +43,7 @@ def test_the_sweep_fires_an_overdue_timer_whose_job_was_lost(worker_pool):
     finally:
         dispatch.use(previous)
     assert ProcessInstance.objects.get(pk=pid).status == "running"
-    worker_pool.start(1)
+    worker_pool.start(1, extra_env={"SLCT_TIMER_POLL_SECONDS": "0"})  # the fallback path: no timer loop
     import time
 
     time.sleep(0.3)

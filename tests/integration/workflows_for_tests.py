@@ -142,3 +142,39 @@ class Sleeper:
 
     def Main_Woke(self, p: Process):
         p.finish("woke")
+
+
+@register("t-sender")
+@dataclass
+class Sender:
+    """Sends input["value"] into input["chan"] once, then finishes with "sent" (or "closed")."""
+
+    chan: str = ""
+
+    def Main_Start(self, p: Process, input):
+        self.chan = input["chan"]
+        p.select().send(self.chan, input["value"]).to(self.Main_Sent)
+
+    def Main_Sent(self, p: Process):
+        p.finish("closed" if p.closed else "sent")
+
+
+@register("t-receiver")
+@dataclass
+class Receiver:
+    """Receives input["n"] values from input["chan"], then finishes with them in order."""
+
+    chan: str = ""
+    n: int = 0
+    got: list = field(default_factory=list)
+
+    def Main_Start(self, p: Process, input):
+        self.chan, self.n = input["chan"], input["n"]
+        p.select().recv(self.chan).to(self.Main_Got)
+
+    def Main_Got(self, p: Process, value):
+        self.got.append(value)
+        if len(self.got) == self.n:
+            p.finish(self.got)
+        else:
+            p.select().recv(self.chan).to(self.Main_Got)

@@ -1,0 +1,94 @@
+"""The timer loop: due timers fire within a fraction of a second of their deadline.
+
+RQ's scheduler keeps scheduled jobs in whole seconds and looks for due ones once a second, so a
+timer handed to it alone fires 0.5-2 s late. Every `slct_workflows.worker.Worker` runs this loop
+on a thread; one of them leads at a time (a short Redis lease, renewed while it runs), so the
+database sees one poller however many workers there are. Firing is the engine's bulk
+`fire_due_timers` (skip-locked, idempotent), and the woken goroutines go to the queue like any
+other wake-up: a loop that dies loses nothing, and the scheduled `fire_timers` jobs stay as the
+fallback.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from django.db import connection
+
+from . import clock, conf, dispatch, engine
+
+log = logging.getLogger("slct_workflows")
+
+LEASE_SECONDS = 3.0
+
+
+def fire_due() -> int:
+    """Fire every timer due now and enqueue the woken goroutines. Returns how many fired."""
+    fired = 0
+    while True:
+        ids = engine.fire_due_timers()
+        if not ids:
+            return fired
+        dispatch.wake_now(ids)
+        fired += len(ids)
+
+
+class TimerLoop:
+    def __init__(self, redis, name: str, *, poll: float | None = None) -> None:
+        self.redis, self.name = redis, name
+        self.poll = conf.timer_poll_seconds() if poll is None else poll
+        self.key = f"slct:timer-loop:{conf.queue_name()}"
+        self.stopping = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> "TimerLoop":
+        self.thread = threading.Thread(target=self.run, name="slct-timer-loop", daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.stopping.set()
+        if self.thread is not None:
+            self.thread.join(timeout)
+        try:
+            if self.redis.get(self.key) == self.name.encode():
+                self.redis.delete(self.key)  # let another worker lead at once
+        except Exception:
+            pass
+
+    def lead(self) -> bool:
+        """Take or renew the lease; False if another worker holds it."""
+        ms = int(LEASE_SECONDS * 1000)
+        if self.redis.set(self.key, self.name, nx=True, px=ms):
+            return True
+        if self.redis.get(self.key) == self.name.encode():
+            self.redis.pexpire(self.key, ms)
+            return True
+        return False
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                self.stopping.wait(self.tick())
+        finally:
+            connection.close()
+
+    def tick(self) -> float:
+        """One round; returns how long to sleep before the next."""
+        try:
+            if not self.lead():
+                return LEASE_SECONDS / 3
+            due = engine.next_timer_deadline()
+            now = clock.now()
+            if due is None or due > now:
+                wait = self.poll if due is None else (due - now).total_seconds()
+                return max(0.001, min(self.poll, wait))
+            fired = fire_due()
+            # Nothing fired although one is due: its goroutine is locked by a step right now.
+            return 0.0 if fired else self.poll
+        except Exception:
+            # Redis or the database away: the scheduled fire_timers jobs and the sweep cover it.
+            log.warning("timer loop: round failed; retrying", exc_info=True)
+            connection.close()
+            return 1.0
