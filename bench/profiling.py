@@ -89,8 +89,8 @@ class ProfiledSimpleWorker(SimpleWorker):
 
         original = jobs.wake
 
-        def wake(goroutine_id):
-            steps = original(goroutine_id)
+        def wake(*goroutine_ids):
+            steps = original(*goroutine_ids)
             self._wake_jobs += 1
             self._wake_steps += steps
             self._idle_wakes += steps == 0

@@ -97,7 +97,8 @@ def _database() -> dict:
         # A file (not :memory:) so that RQ worker processes in the tests share the test database;
         # one per test run, so that runs side by side do not delete each other's.
         db["TEST"] = {"NAME": str(DATA_DIR / f"test-{os.getpid()}.sqlite3")}
-        db["CONN_MAX_AGE"] = 0
+        # Kept open across jobs, as for PostgreSQL: a new connection per job re-runs the PRAGMAs.
+        db["CONN_MAX_AGE"] = 600
     else:
         # One test database per test run, so that runs side by side do not drop each other's.
         db["TEST"] = {"NAME": f"test_{db.get('NAME') or 'slct'}_{os.getpid()}"}

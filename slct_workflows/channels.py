@@ -90,7 +90,14 @@ def lock(names: Iterable[str], *, create: bool = False) -> LockedChannels:
     locked = LockedChannels(
         rows=rows, states=states, buffer_ids=buffer_ids, buffer_sources=buffer_sources, buffer_seqs=buffer_seqs
     )
-    _read_waiters(locked, PendingCase.objects.filter(channel_id__in=rows, kind__in=["recv", "send"]), limited=True)
+    waiting = PendingCase.objects.filter(channel_id__in=rows, kind__in=["recv", "send"])
+    # Mostly a few waiters: one plain read takes them all. Past that, the oldest few per
+    # direction (a window query, dearer to run).
+    few = list(waiting.order_by("id").values_list(*_WAITER_FIELDS)[: WAITERS_READ + 1]) if rows else []
+    if len(few) <= WAITERS_READ:
+        _add_waiters(locked, few, limited=False)
+    else:
+        _read_waiters(locked, waiting, limited=True)
     return locked
 
 
@@ -110,10 +117,12 @@ def _read_waiters(locked: LockedChannels, qs, *, limited: bool) -> None:
         qs = qs.annotate(
             rank=Window(RowNumber(), partition_by=[F("channel_id"), F("kind")], order_by=F("id").asc())
         ).filter(rank__lte=WAITERS_READ)
+    _add_waiters(locked, qs.order_by("id").values_list(*_WAITER_FIELDS), limited=limited)
+
+
+def _add_waiters(locked: LockedChannels, rows: Iterable[tuple], *, limited: bool) -> None:
     counts: dict[tuple[str, str], int] = {}
-    for pid, chan, kind, gid, key, wait_seq, target, value, process_id, gname in qs.order_by("id").values_list(
-        *_WAITER_FIELDS
-    ):
+    for pid, chan, kind, gid, key, wait_seq, target, value, process_id, gname in rows:
         counts[(chan, kind)] = counts.get((chan, kind), 0) + 1
         locked.last_waiter[(chan, kind)] = pid
         owner = goroutine_owner(gid) if gid is not None else external_owner(key)

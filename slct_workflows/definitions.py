@@ -67,6 +67,26 @@ def step_methods(cls: type) -> dict[str, list[str]]:
     return goroutines
 
 
+def _cached_by_function(compute: Callable[[Callable[..., Any]], Any]) -> Callable[[Callable[..., Any]], Any]:
+    """Signatures and type hints cost more than a small step: look at each method once (per
+    class function, bound or not), not at every step."""
+    cache: dict[tuple[Any, bool], Any] = {}
+
+    def cached(func: Callable[..., Any]) -> Any:
+        key = (getattr(func, "__func__", func), hasattr(func, "__self__"))
+        try:
+            return cache[key]
+        except KeyError:
+            value = cache[key] = compute(func)
+            return value
+        except TypeError:  # unhashable callable
+            return compute(func)
+
+    cached.__doc__, cached.__name__ = compute.__doc__, compute.__name__
+    return cached
+
+
+@_cached_by_function
 def accepts_value(func: Callable[..., Any]) -> bool:
     """Does the bound step method take a value after `p`? (`def Main_Done(self, p)` does not.)"""
     params = [
@@ -76,6 +96,7 @@ def accepts_value(func: Callable[..., Any]) -> bool:
     return len(params) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in params)
 
 
+@_cached_by_function
 def value_decoder(func: Callable[..., Any]) -> Callable[[Any], Any] | None:
     """A value parameter annotated with a type that has `from_channel_value` gets decoded by it
     (for example `result: slack.Result`)."""

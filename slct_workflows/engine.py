@@ -33,6 +33,9 @@ from .values import ValueError_, to_json
 log = logging.getLogger("slct_workflows")
 
 
+LIVE = (GoroutineStatus.RUNNABLE, GoroutineStatus.BLOCKED, GoroutineStatus.FAILED)
+
+
 @dataclass
 class StepResult:
     ran: bool
@@ -52,34 +55,28 @@ class StepFailed(Exception):
 
 # -- timers -----------------------------------------------------------------------------------
 
-TIMER_FIELDS = [
-    "status", "next_method", "next_value", "next_closed", "next_case", "next_source", "wait_seq",
-    "runnable_since", "updated_at",
-]
-
-
 def _fire_timers(goroutines: list[Goroutine], now: datetime) -> list[int]:
     """Consume the select of each locked, blocked goroutine whose timer is due: the first due
     timer case (in case order) fires. Returns the goroutines made runnable."""
-    first_due: dict[int, PendingCase] = {}
-    for case in PendingCase.objects.filter(
+    first_due: dict[int, tuple[str, datetime]] = {}
+    for gid, target, deadline in PendingCase.objects.filter(
         goroutine__in=goroutines, kind="timer", deadline__lte=now
-    ).order_by("goroutine_id", "case_index"):
-        first_due.setdefault(case.goroutine_id, case)
-    fired = [g for g in goroutines if g.id in first_due]
-    if not fired:
+    ).order_by("goroutine_id", "case_index").values_list("goroutine_id", "target", "deadline"):
+        first_due.setdefault(gid, (target, deadline))
+    if not first_due:
         return []
-    PendingCase.objects.filter(goroutine__in=fired).delete()
-    for g in fired:
-        case = first_due[g.id]
-        g.set_status(GoroutineStatus.RUNNABLE)
-        g.next_method, g.next_value, g.next_closed = case.target, None, False
-        g.next_case = f"timer {case.deadline.isoformat()}"
-        g.next_source = {"timer": case.deadline.isoformat()}
-        g.wait_seq += 1
-        g.runnable_since = g.updated_at = now
-    Goroutine.objects.bulk_update(fired, TIMER_FIELDS)
-    return [g.id for g in fired]
+    PendingCase.objects.filter(goroutine_id__in=list(first_due)).delete()
+    # One UPDATE per (method, deadline): timers set for the same moment fire in one statement.
+    groups: dict[tuple[str, datetime], list[int]] = {}
+    for gid, case in first_due.items():
+        groups.setdefault(case, []).append(gid)
+    for (target, deadline), ids in groups.items():
+        Goroutine.objects.filter(pk__in=ids).update(
+            status=GoroutineStatus.RUNNABLE, next_method=target, next_value=None, next_closed=False,
+            next_case=f"timer {deadline.isoformat()}", next_source={"timer": deadline.isoformat()},
+            wait_seq=F("wait_seq") + 1, runnable_since=now, updated_at=now,
+        )
+    return sorted(first_due)
 
 
 def fire_due_timer(goroutine_id: int) -> bool:
@@ -95,7 +92,7 @@ def fire_due_timer(goroutine_id: int) -> bool:
     return with_db_retries(attempt)
 
 
-def fire_due_timers(limit: int = 500) -> list[int]:
+def fire_due_timers(limit: int = 100) -> list[int]:
     """Fire due timers in bulk: one transaction for up to `limit` blocked goroutines. Rows that
     another transaction holds (a counterpart firing them now) are skipped, not waited for; if
     that transaction rolls back, the next timer job or sweep finds the timer still due."""
@@ -178,6 +175,10 @@ class Step:
     def __init__(self, proc: ProcessInstance, g: Goroutine, now: datetime, goroutines: list[Goroutine]) -> None:
         self.proc, self.g, self.now = proc, g, now
         self.goroutine_names = {x.name for x in goroutines}
+        # Read under the process lock: only this process's steps and services (which take that
+        # lock) end goroutines, so whether any other is still live cannot change under us.
+        self.others_live = any(x.id != g.id and x.status in LIVE for x in goroutines)
+        self.started_goroutines = False  # this step ran p.go(...)
         self.started = time.perf_counter()
         self.woken: list[int] = []
         self.detail: dict[str, Any] = {}
@@ -260,6 +261,7 @@ class Step:
             self.woken.append(new.id)
             self._note("started", go.name)
 
+        self.started_goroutines = bool(d.gos)
         runnable_again = False
         if finishing:
             self._finish(d.output, locked)
@@ -269,9 +271,7 @@ class Step:
         else:
             g.set_status(GoroutineStatus.DONE)
             fired_label = "end"
-            if not Goroutine.objects.filter(process=proc, status__in=[
-                GoroutineStatus.RUNNABLE, GoroutineStatus.BLOCKED, GoroutineStatus.FAILED,
-            ]).exclude(pk=g.pk).exists() and not d.gos:
+            if not self.others_live and not d.gos:
                 self._finish(None, locked)  # the last goroutine ended: the process is done
         self.detail["next"] = fired_label
 
@@ -360,7 +360,8 @@ class Step:
         proc.finished_at = self.now
         if g.status != GoroutineStatus.DONE:
             g.set_status(GoroutineStatus.DONE)
-        end_goroutines(proc, exclude=g.pk, status=GoroutineStatus.CANCELLED)
+        if self.others_live or self.started_goroutines:
+            end_goroutines(proc, exclude=g.pk, status=GoroutineStatus.CANCELLED)
         if proc.result_channel:
             deliver_result(locked, proc, output, self.now, self.source, done=True)
 

@@ -41,6 +41,7 @@ class TimerLoop:
         self.key = f"slct:timer-loop:{conf.queue_name()}"
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
+        self.renew_at = 0.0  # monotonic time of the next lease renewal while leading
 
     def start(self) -> "TimerLoop":
         self.thread = threading.Thread(target=self.run, name="slct-timer-loop", daemon=True)
@@ -58,14 +59,16 @@ class TimerLoop:
             pass
 
     def lead(self) -> bool:
-        """Take or renew the lease; False if another worker holds it."""
+        """Take or renew the lease; False if another worker holds it. Renewed a few times per
+        lease, not at every round, to keep Redis traffic off the 50 ms rounds."""
+        if time.monotonic() < self.renew_at:
+            return True
         ms = int(LEASE_SECONDS * 1000)
-        if self.redis.set(self.key, self.name, nx=True, px=ms):
-            return True
-        if self.redis.get(self.key) == self.name.encode():
-            self.redis.pexpire(self.key, ms)
-            return True
-        return False
+        leading = bool(self.redis.set(self.key, self.name, nx=True, px=ms))
+        if not leading and self.redis.get(self.key) == self.name.encode():
+            leading = bool(self.redis.pexpire(self.key, ms))
+        self.renew_at = time.monotonic() + LEASE_SECONDS / 3 if leading else 0.0
+        return leading
 
     def run(self) -> None:
         try:
@@ -90,5 +93,6 @@ class TimerLoop:
         except Exception:
             # Redis or the database away: the scheduled fire_timers jobs and the sweep cover it.
             log.warning("timer loop: round failed; retrying", exc_info=True)
+            self.renew_at = 0.0
             connection.close()
             return 1.0
