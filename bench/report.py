@@ -122,6 +122,8 @@ def render(r: dict) -> str:
         row(f"2c {tm['timers']} timers due at once: last fired (step commit) after due", last, unit="ms",
             better="lower", goal=goal("≤ 1000 ms", None if last is None else last <= 1000 and tm["fired"] == tm["timers"]))
         row("2c timers: first fired after due", tm.get("first_ms"), unit="ms", better="lower")
+        row(f"2c timers: all {tm['timers']} timer cases consumed (goroutines runnable) after due",
+            tm.get("all_consumed_ms"), unit="ms", better="lower")
         row("2c timers: p50 lateness", _get(tm, "lateness", "p50_ms"), unit="ms", better="lower")
         row("2c timers: fired within 1 s of due", f"{tm['within_1s']}/{tm['timers']}")
         row("2c timers: firings/s once due", tm.get("fire_rate"), n_steps)

@@ -31,10 +31,15 @@ def _has_open_questions(process_id: str, goroutine: str | None = None) -> bool:
 def _queue_sync(process_id: str, goroutine: str | None = None) -> None:
     from . import services
 
+    # Most processes never ask anything in Slack: the (indexed) read alone decides, without the
+    # two SAVEPOINT round trips a guarded write needs; those are paid only when there is a sync
+    # to queue. A read that fails here breaks the step's transaction like any of the step's own
+    # reads, and the step is retried.
+    if not _has_open_questions(process_id, goroutine):
+        return
     try:
         with transaction.atomic():  # a savepoint: a failure here never breaks the engine's step
-            if _has_open_questions(process_id, goroutine):
-                services.queue_job(services.SYNC_JOB, process_id, process_id=process_id)
+            services.queue_job(services.SYNC_JOB, process_id, process_id=process_id)
     except Exception:  # the `slack_sync` command and the admin page reconcile later
         log.warning("could not queue a Slack sync for process %s", process_id, exc_info=True)
 

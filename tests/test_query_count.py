@@ -115,3 +115,38 @@ def test_a_step_that_does_not_run_is_cheap():
         result, q = _step(gid)
         assert not result.ran
         assert len(q) <= 3, _explain("duplicate wake-up", q, 3)
+
+
+MAX_BULK_FIRE = 5  # fire_due_timers: find the due cases, lock, read the cases, delete, one UPDATE
+# The woken step that finishes its process: lock, goroutines, process, goroutine, event, and the
+# Slack integration's check for open questions of the ended process (slack_integration.signals).
+MAX_TIMER_STEP = 6
+
+
+@pytest.mark.django_db(transaction=True)
+def test_timers_due_together_fire_in_a_fixed_number_of_queries_and_their_steps_stay_small():
+    """Fifty timers due at the same moment cost as many queries to fire as one (one UPDATE per
+    deadline), and each woken step that only finishes its process stays at six queries."""
+    from datetime import timedelta
+
+    from slct_workflows import clock
+
+    from tests.integration import workflows_for_tests  # noqa: F401  (t-sleeper: after(1 h), then finish)
+
+    with WorkflowRunner():
+        pids = [services.start_process("t-sleeper").process.id for _ in range(50)]
+        gids = [_main(pid) for pid in pids]
+        for gid in gids:
+            assert engine.run_step(gid).ran and _status(gid) == GoroutineStatus.BLOCKED
+        assert engine.fire_due_timers() == []  # not due yet
+        clock.advance(timedelta(hours=2))
+        with CaptureQueriesContext(connection) as ctx:
+            fired = engine.fire_due_timers()
+        queries = [q["sql"] for q in ctx.captured_queries if q["sql"].split(None, 1)[0].upper() not in TX_CONTROL]
+        assert sorted(fired) == sorted(gids)
+        assert len(queries) <= MAX_BULK_FIRE, _explain("bulk timer firing", queries, MAX_BULK_FIRE)
+        assert all(_status(gid) == GoroutineStatus.RUNNABLE for gid in gids)
+
+        result, q = _step(gids[0])
+        assert result.ran and services.get_process(pids[0]).status == "done"
+        assert len(q) <= MAX_TIMER_STEP, _explain("timer step that finishes", q, MAX_TIMER_STEP)
