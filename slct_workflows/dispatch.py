@@ -54,7 +54,7 @@ class RQDispatcher:
         from . import conf
 
         queue = self._queue()
-        size = conf.wake_batch()
+        size = wake_job_size(len(goroutine_ids), conf.wake_batch())
         queue.enqueue_many([
             Queue.prepare_data(
                 "slct_workflows.jobs.wake", args=tuple(goroutine_ids[i:i + size]), result_ttl=0, at_front=at_front
@@ -82,6 +82,16 @@ class RQDispatcher:
 
     def outbox_at(self, outbox_id: int, when: datetime) -> None:
         self._queue().enqueue_at(_whole_second_after(when), "slct_workflows.jobs.run_outbox", outbox_id, result_ttl=0)
+
+
+SPREAD = 8
+
+
+def wake_job_size(n: int, batch: int) -> int:
+    """Goroutines per wake job: one each while there are few (a close waking two goroutines
+    gives two workers a step each, side by side), then spread over at least SPREAD jobs, at most
+    `batch` per job (a thousand timers: fifty jobs, not a thousand)."""
+    return max(1, min(batch, -(-n // SPREAD)))
 
 
 def _whole_second_after(when: datetime) -> datetime:
