@@ -13,6 +13,7 @@ from django.db.models import F, Window
 from django.db.models.functions import RowNumber
 
 from . import dispatch, semantics
+from .fixed_sql import FixedQuery
 from .models import (
     BufferedValue, Channel, ExternalSend, Goroutine, GoroutineStatus, PendingCase, SendStatus,
 )
@@ -58,8 +59,11 @@ def ensure(names: Iterable[str], capacities: dict[str, int] | None = None) -> No
         )
 
 
+_LOCK_CHANNELS = FixedQuery(lambda names: Channel.objects.select_for_update().filter(name__in=names).order_by("name"))
+
+
 def _select_locked(names: list[str]) -> dict[str, Channel]:
-    return {c.name: c for c in Channel.objects.select_for_update().filter(name__in=names).order_by("name")}
+    return {c.name: c for c in _LOCK_CHANNELS(list(names))}
 
 
 def lock(names: Iterable[str], *, create: bool = False) -> LockedChannels:

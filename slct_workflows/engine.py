@@ -24,6 +24,7 @@ from . import channels, clock, conf, dispatch, semantics
 from .db import is_transient, with_db_retries
 from .definitions import Definition, accepts_value, registry, value_decoder
 from .errors import DeclarationError, NotFound
+from .fixed_sql import FixedQuery
 from .models import (
     Event, EventKind, Goroutine, GoroutineStatus, Outbox, PendingCase, ProcessInstance, ProcessStatus, new_id,
 )
@@ -130,15 +131,20 @@ def run_step(goroutine_id: int) -> StepResult:
     return with_db_retries(lambda: _record_failure(goroutine_id, failure))
 
 
+_LOCK_PROCESS = FixedQuery(
+    lambda gid: ProcessInstance.objects.select_for_update(of=("self",)).filter(goroutines__id=gid)[:1]
+)
+_GOROUTINES = FixedQuery(lambda pid: Goroutine.objects.filter(process_id=pid))
+
+
 def _lock_process(goroutine_id: int) -> tuple[ProcessInstance, Goroutine, list[Goroutine]] | None:
-    proc = (
-        ProcessInstance.objects.select_for_update(of=("self",)).filter(goroutines__id=goroutine_id).first()
-    )
-    if proc is None:
+    found = _LOCK_PROCESS(goroutine_id)
+    if not found:
         return None
+    proc = found[0]
     # Not locked: under the process lock nothing else changes a runnable goroutine
     # (counterparts only fire blocked ones), and locking it here would invert the lock order.
-    goroutines = list(Goroutine.objects.filter(process=proc))
+    goroutines = _GOROUTINES(proc.pk)
     g = next(x for x in goroutines if x.id == goroutine_id)
     return proc, g, goroutines
 
