@@ -13,7 +13,7 @@ from django.db.models import F, Window
 from django.db.models.functions import RowNumber
 
 from . import dispatch, semantics
-from .fixed_sql import FixedQuery
+from .fixed_sql import FixedQuery, FixedValues, FixedWrite
 from .models import (
     BufferedValue, Channel, ExternalSend, Goroutine, GoroutineStatus, PendingCase, SendStatus,
 )
@@ -84,9 +84,7 @@ def lock(names: Iterable[str], *, create: bool = False) -> LockedChannels:
     buffer_sources: dict[str, list] = {n: [] for n in rows}
     buffer_seqs: dict[str, list[int]] = {n: [] for n in rows}
     buffered = [n for n, c in rows.items() if c.capacity > 0]  # unbuffered channels never hold values
-    for bid, chan, seq, value, source in BufferedValue.objects.filter(channel_id__in=buffered).order_by(
-        "channel_id", "seq"
-    ).values_list("id", "channel_id", "seq", "value", "source") if buffered else ():
+    for bid, chan, seq, value, source in _BUFFERS(buffered) if buffered else ():
         states[chan].buffer.append(value)
         buffer_ids[chan].append(bid)
         buffer_seqs[chan].append(seq)
@@ -94,14 +92,13 @@ def lock(names: Iterable[str], *, create: bool = False) -> LockedChannels:
     locked = LockedChannels(
         rows=rows, states=states, buffer_ids=buffer_ids, buffer_sources=buffer_sources, buffer_seqs=buffer_seqs
     )
-    waiting = PendingCase.objects.filter(channel_id__in=rows, kind__in=["recv", "send"])
     # Mostly a few waiters: one plain read takes them all. Past that, the oldest few per
     # direction (a window query, dearer to run).
-    few = list(waiting.order_by("id").values_list(*_WAITER_FIELDS)[: WAITERS_READ + 1]) if rows else []
+    few = _FEW_WAITERS(list(rows), ["recv", "send"]) if rows else []
     if len(few) <= WAITERS_READ:
         _add_waiters(locked, few, limited=False)
     else:
-        _read_waiters(locked, waiting, limited=True)
+        _add_waiters(locked, _OLDEST_WAITERS(list(rows), ["recv", "send"], WAITERS_READ), limited=True)
     return locked
 
 
@@ -113,6 +110,24 @@ WAITERS_READ = 8
 _WAITER_FIELDS = (
     "id", "channel_id", "kind", "goroutine_id", "external_send_id", "wait_seq", "target", "value",
     "goroutine__process_id", "goroutine__name",
+)
+
+
+_FEW_WAITERS = FixedValues(
+    lambda names, kinds: PendingCase.objects.filter(channel_id__in=names, kind__in=kinds)
+    .order_by("id").values_list(*_WAITER_FIELDS)[: WAITERS_READ + 1]
+)
+_OLDEST_WAITERS = FixedValues(
+    lambda names, kinds, n: PendingCase.objects.filter(channel_id__in=names, kind__in=kinds)
+    .annotate(rank=Window(RowNumber(), partition_by=[F("channel_id"), F("kind")], order_by=F("id").asc()))
+    .filter(rank__lte=n).order_by("id").values_list(*_WAITER_FIELDS)
+)
+_BUFFERS = FixedValues(
+    lambda names: BufferedValue.objects.filter(channel_id__in=names).order_by("channel_id", "seq")
+    .values_list("id", "channel_id", "seq", "value", "source")
+)
+_GOROUTINE_WAIT = FixedValues(
+    lambda gid: Goroutine.objects.select_for_update().filter(pk=gid).values_list("status", "wait_seq")
 )
 
 
@@ -171,7 +186,7 @@ def is_live(locked: LockedChannels, owner: Hashable) -> bool:
         return locked.live[owner]
     kind, ident = owner
     if kind == "g":
-        row = Goroutine.objects.select_for_update().filter(pk=ident).values_list("status", "wait_seq").first()
+        row = next(iter(_GOROUTINE_WAIT(ident)), None)
         ok = row is not None and row[0] == GoroutineStatus.BLOCKED and row[1] == locked.wait_seqs.get(owner)
     else:
         status = ExternalSend.objects.select_for_update().filter(pk=ident).values_list("status", flat=True).first()
@@ -223,6 +238,14 @@ def apply(locked: LockedChannels, decision: semantics.Decision, now: datetime, s
     return popped
 
 
+_DELETE_CASES = FixedWrite(PendingCase, where="goroutine", delete=True)
+_FIRE_GOROUTINE = FixedWrite(
+    Goroutine, where="id", increment=["wait_seq"],
+    set=["status", "next_method", "next_value", "next_closed", "next_case", "next_source", "runnable_since",
+         "updated_at"],
+)
+
+
 def fire_waiter(locked: LockedChannels, fire: semantics.Fire, now: datetime, source: dict | None) -> None:
     owner = fire.waiter.owner
     for st in locked.states.values():
@@ -230,15 +253,15 @@ def fire_waiter(locked: LockedChannels, fire: semantics.Fire, now: datetime, sou
     locked.live[owner] = False
     kind, ident = owner
     if kind == "g":
-        PendingCase.objects.filter(goroutine_id=ident).delete()
-        Goroutine.objects.filter(pk=ident).update(
+        _DELETE_CASES(ident)
+        _FIRE_GOROUTINE(
+            ident,
             status=GoroutineStatus.RUNNABLE,
             next_method=fire.waiter.target,
             next_value=fire.value,
             next_closed=fire.closed,
             next_case=f"{fire.waiter.op} {fire.channel}" + (" (closed)" if fire.closed else ""),
             next_source=source if fire.waiter.op == "recv" else None,
-            wait_seq=F("wait_seq") + 1,
             runnable_since=now,
             updated_at=now,
         )

@@ -19,12 +19,13 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import F, Min
+from django.db.models.signals import post_save
 
 from . import channels, clock, conf, dispatch, semantics
 from .db import is_transient, with_db_retries
 from .definitions import Definition, accepts_value, registry, value_decoder
 from .errors import DeclarationError, NotFound
-from .fixed_sql import FixedQuery
+from .fixed_sql import FixedInsert, FixedQuery, FixedSave
 from .models import (
     Event, EventKind, Goroutine, GoroutineStatus, Outbox, PendingCase, ProcessInstance, ProcessStatus, new_id,
 )
@@ -135,6 +136,10 @@ _LOCK_PROCESS = FixedQuery(
     lambda gid: ProcessInstance.objects.select_for_update(of=("self",)).filter(goroutines__id=gid)[:1]
 )
 _GOROUTINES = FixedQuery(lambda pid: Goroutine.objects.filter(process_id=pid))
+_SAVE_PROCESS = FixedSave(ProcessInstance)
+_SAVE_GOROUTINE = FixedSave(Goroutine)
+_INSERT_CASES = FixedInsert(PendingCase)
+_INSERT_EVENT = FixedInsert(Event)
 
 
 def _lock_process(goroutine_id: int) -> tuple[ProcessInstance, Goroutine, list[Goroutine]] | None:
@@ -328,7 +333,7 @@ class Step:
             g.set_status(GoroutineStatus.BLOCKED)
             g.wait_seq += 1
             g.next_method, g.next_value, g.next_closed, g.next_case, g.next_source = "", None, False, "", None
-            PendingCase.objects.bulk_create([
+            _INSERT_CASES([
                 PendingCase(
                     goroutine=g, wait_seq=g.wait_seq, case_index=i, kind=c.kind, channel_id=c.channel,
                     value=c.value if c.kind == semantics.SEND else None, deadline=c.deadline, target=c.target,
@@ -377,7 +382,7 @@ class Step:
     def _save_step(self, kind: str, error: str = "", tb: str = "") -> None:
         proc, g = self.proc, self.g
         proc.step_count += 1
-        proc.save()
+        _SAVE_PROCESS(proc)
         ran = self.ran
         event = Event(
             process=proc, seq=proc.step_count, kind=kind, goroutine=g.name, method=ran["method"],
@@ -389,8 +394,11 @@ class Step:
             g.runnable_since = None
         if kind == EventKind.STEP:
             g.attempts, g.retry_at, g.last_error = 0, None, ""
-        g.save()
-        event.save()
+        _SAVE_GOROUTINE(g)
+        if post_save.has_listeners(Event):
+            event.save()  # listeners get the saved row, with its id
+        else:
+            _INSERT_EVENT([event])
 
     # -- failures ----------------------------------------------------------------------------
     def failed(self, failure: StepFailed) -> StepResult:

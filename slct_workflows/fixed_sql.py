@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Generic, Sequence, TypeVar
 
-from django.db import connection
+from django.db import connection, connections
 from django.db.models import Model, QuerySet
 
 M = TypeVar("M", bound=Model)
@@ -27,14 +27,7 @@ class FixedQuery(Generic[M]):
         self.compiled: dict[tuple, tuple[type[M], str]] = {}
 
     def _compile(self, args: Sequence[Any]) -> tuple[type[M], str]:
-        counter = iter(range(7_000_001, 8_000_000))
-        marks = [[-next(counter) for _ in a] if isinstance(a, (list, tuple)) else -next(counter) for a in args]
-        qs = self.build(*marks)
-        sql, params = qs.query.get_compiler(using=qs.db).as_sql()
-        flat = [m for mark in marks for m in (mark if isinstance(mark, list) else [mark])]
-        # A text column gets its placeholder as a string: compare the text of each.
-        if [str(p) for p in params] != [str(m) for m in flat]:
-            raise RuntimeError(f"FixedQuery: the parameters of {sql!r} are not only its placeholders: {params!r}")
+        qs, compiler, sql = _compile(self.build, args)
         return qs.model, sql
 
     def __call__(self, *args: Any) -> list[M]:
@@ -43,5 +36,139 @@ class FixedQuery(Generic[M]):
         if found is None:
             found = self.compiled[shape] = self._compile(args)
         model, sql = found
-        params = [v for a in args for v in (a if isinstance(a, (list, tuple)) else [a])]
-        return list(model.objects.raw(sql, params))
+        return list(model.objects.raw(sql, _flat(args)))
+
+
+class FixedValues:
+    """The same for a `values_list()` queryset: returns its rows as tuples, converted as the
+    queryset would convert them. Compiled per thread's connection, whose converters it keeps."""
+
+    def __init__(self, build: Callable[..., QuerySet]) -> None:
+        self.build = build
+        self.compiled: dict[tuple, tuple[str, Any, list]] = {}
+
+    def __call__(self, *args: Any) -> list[tuple]:
+        wrapper = connections[connection.alias] if hasattr(connection, "alias") else connection
+        shape = (id(wrapper), *(len(a) if isinstance(a, (list, tuple)) else None for a in args))
+        found = self.compiled.get(shape)
+        if found is None:
+            qs, compiler, sql = _compile(self.build, args)
+            fields = [s[0] for s in compiler.select[: compiler.col_count]]
+            found = self.compiled[shape] = (sql, compiler, compiler.get_converters(fields))
+        sql, compiler, converters = found
+        with connection.cursor() as cursor:
+            cursor.execute(sql, _flat(args))
+            rows = cursor.fetchall()
+        if converters:
+            rows = [tuple(r) for r in compiler.apply_converters(rows, converters)]
+        return [tuple(r) for r in rows]
+
+
+def _flat(args: Sequence[Any]) -> list[Any]:
+    return [v for a in args for v in (a if isinstance(a, (list, tuple)) else [a])]
+
+
+def _compile(build: Callable[..., QuerySet], args: Sequence[Any]):
+    counter = iter(range(7_000_001, 8_000_000))
+    marks = [[-next(counter) for _ in a] if isinstance(a, (list, tuple)) else -next(counter) for a in args]
+    qs = build(*marks)
+    compiler = qs.query.get_compiler(using=qs.db)
+    sql, params = compiler.as_sql()
+    # A text column gets its placeholder as a string: compare the text of each.
+    if [str(p) for p in params] != [str(m) for m in _flat(marks)]:
+        raise RuntimeError(f"FixedQuery: the parameters of {sql!r} are not only its placeholders: {params!r}")
+    return qs, compiler, sql
+
+
+class FixedSave:
+    """`obj.save()` for a row that exists, writing every column, with the UPDATE written once
+    instead of compiled at every step. Values are prepared by each field exactly as `save()`
+    prepares them (`pre_save`, `get_db_prep_save`: auto_now, JSON adaptation), and the model's
+    pre_save/post_save signals are sent as `save()` sends them."""
+
+    def __init__(self, model: type[Model]) -> None:
+        self.model = model
+        self.fields = [f for f in model._meta.local_concrete_fields if not f.primary_key]
+        self.sql: dict[str, str] = {}
+
+    def __call__(self, obj: Model) -> None:
+        from django.db import DatabaseError
+        from django.db.models.signals import post_save, pre_save
+
+        meta = self.model._meta
+        conn = connections[obj._state.db or "default"]
+        sql = self.sql.get(conn.vendor)
+        if sql is None:
+            qn = conn.ops.quote_name
+            sets = ", ".join(f"{qn(f.column)} = %s" for f in self.fields)
+            sql = self.sql[conn.vendor] = f"UPDATE {qn(meta.db_table)} SET {sets} WHERE {qn(meta.pk.column)} = %s"
+        pre_save.send(sender=self.model, instance=obj, raw=False, using=conn.alias, update_fields=None)
+        params = [f.get_db_prep_save(f.pre_save(obj, False), conn) for f in self.fields]
+        params.append(meta.pk.get_db_prep_value(obj.pk, conn))
+        with conn.cursor() as cursor:
+            cursor.execute(sql, params)
+            if cursor.rowcount != 1:
+                raise DatabaseError(f"{self.model.__name__} {obj.pk!r}: {cursor.rowcount} rows updated, expected 1")
+        post_save.send(sender=self.model, instance=obj, created=False, update_fields=None, raw=False,
+                       using=conn.alias)
+
+
+class FixedInsert:
+    """`Model.objects.bulk_create(objs)` without reading ids back, the INSERT written once per
+    row count. Values are prepared as the ORM prepares them (`pre_save` with add=True: defaults,
+    auto_now_add; `get_db_prep_save`). No signals: like bulk_create."""
+
+    def __init__(self, model: type[Model]) -> None:
+        self.model = model
+        self.fields = [f for f in model._meta.local_concrete_fields if not f.primary_key]
+        self.sql: dict[tuple[str, int], str] = {}
+
+    def __call__(self, objs: Sequence[Model]) -> None:
+        if not objs:
+            return
+        conn = connections[objs[0]._state.db or "default"]
+        key = (conn.vendor, len(objs))
+        sql = self.sql.get(key)
+        if sql is None:
+            qn = conn.ops.quote_name
+            row = "(" + ", ".join(["%s"] * len(self.fields)) + ")"
+            sql = self.sql[key] = (
+                f"INSERT INTO {qn(self.model._meta.db_table)} ({', '.join(qn(f.column) for f in self.fields)}) "
+                f"VALUES {', '.join([row] * len(objs))}"
+            )
+        params = [f.get_db_prep_save(f.pre_save(obj, True), conn) for obj in objs for f in self.fields]
+        with conn.cursor() as cursor:
+            cursor.execute(sql, params)
+
+
+class FixedWrite:
+    """A fixed `UPDATE table SET a = %s, b = b + 1 ... WHERE key = %s` or `DELETE FROM table
+    WHERE key = %s`, written once; values are prepared by the model's fields. Returns the row count."""
+
+    def __init__(self, model: type[Model], *, where: str, set: Sequence[str] = (), increment: Sequence[str] = (),
+                 delete: bool = False) -> None:
+        meta = model._meta
+        self.model, self.where = model, meta.get_field(where)
+        self.set_fields = [meta.get_field(name) for name in set]
+        self.increment = [meta.get_field(name) for name in increment]
+        self.delete = delete
+        self.sql: dict[str, str] = {}
+
+    def __call__(self, key: Any, **values: Any) -> int:
+        conn = connections["default"] if not hasattr(connection, "alias") else connections[connection.alias]
+        sql = self.sql.get(conn.vendor)
+        if sql is None:
+            qn, table = conn.ops.quote_name, conn.ops.quote_name(self.model._meta.db_table)
+            where = f"{qn(self.where.column)} = %s"
+            if self.delete:
+                sql = f"DELETE FROM {table} WHERE {where}"
+            else:
+                sets = [f"{qn(f.column)} = %s" for f in self.set_fields]
+                sets += [f"{qn(f.column)} = {qn(f.column)} + 1" for f in self.increment]
+                sql = f"UPDATE {table} SET {', '.join(sets)} WHERE {where}"
+            self.sql[conn.vendor] = sql
+        params = [f.get_db_prep_save(values[f.name], conn) for f in self.set_fields]
+        params.append(self.where.get_db_prep_value(key, conn))
+        with conn.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.rowcount
