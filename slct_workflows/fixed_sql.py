@@ -41,15 +41,15 @@ class FixedQuery(Generic[M]):
 
 class FixedValues:
     """The same for a `values_list()` queryset: returns its rows as tuples, converted as the
-    queryset would convert them. Compiled per thread's connection, whose converters it keeps."""
+    queryset would convert them. The converters kept are the first compiler's (field and
+    backend functions that read settings, not the connection's state)."""
 
     def __init__(self, build: Callable[..., QuerySet]) -> None:
         self.build = build
         self.compiled: dict[tuple, tuple[str, Any, list]] = {}
 
     def __call__(self, *args: Any) -> list[tuple]:
-        wrapper = connections[connection.alias] if hasattr(connection, "alias") else connection
-        shape = (id(wrapper), *(len(a) if isinstance(a, (list, tuple)) else None for a in args))
+        shape = (connection.vendor, *(len(a) if isinstance(a, (list, tuple)) else None for a in args))
         found = self.compiled.get(shape)
         if found is None:
             qs, compiler, sql = _compile(self.build, args)
@@ -155,7 +155,7 @@ class FixedWrite:
         self.sql: dict[str, str] = {}
 
     def __call__(self, key: Any, **values: Any) -> int:
-        conn = connections["default"] if not hasattr(connection, "alias") else connections[connection.alias]
+        conn = connection
         sql = self.sql.get(conn.vendor)
         if sql is None:
             qn, table = conn.ops.quote_name, conn.ops.quote_name(self.model._meta.db_table)

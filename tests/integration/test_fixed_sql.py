@@ -43,3 +43,77 @@ def test_a_builder_with_a_constant_parameter_is_refused():
     bad = FixedQuery(lambda pid: Goroutine.objects.filter(process_id=pid, status="blocked"))
     with pytest.raises(RuntimeError, match="not only its placeholders"):
         bad("x")
+
+
+def _process(pid: str = "fx-p"):
+    from slct_workflows.models import ProcessInstance
+
+    proc = ProcessInstance.objects.create(id=pid, definition="counter", state={"a": 1})
+    g = Goroutine.objects.create(process=proc, name="Main", next_method="Main_Start")
+    return proc, g
+
+
+def test_fixed_save_writes_every_column_like_save_and_sends_the_signals():
+    from django.db.models.signals import post_save, pre_save
+
+    from slct_workflows.fixed_sql import FixedSave
+    from slct_workflows.models import ProcessInstance
+
+    proc, _ = _process()
+    seen = []
+
+    def on_save(sender, instance, **kwargs):
+        seen.append((kwargs.get("created"), instance.pk))
+
+    pre_save.connect(on_save, sender=ProcessInstance)
+    post_save.connect(on_save, sender=ProcessInstance)
+    try:
+        before = ProcessInstance.objects.get(pk=proc.pk).updated_at
+        proc.state = {"emoji": "✓ 🎉", "nested": [1, None, {"x": "y"}]}
+        proc.output, proc.step_count, proc.error = None, 7, "e"
+        FixedSave(ProcessInstance)(proc)
+    finally:
+        pre_save.disconnect(on_save, sender=ProcessInstance)
+        post_save.disconnect(on_save, sender=ProcessInstance)
+    fresh = ProcessInstance.objects.get(pk=proc.pk)
+    assert fresh.state == {"emoji": "✓ 🎉", "nested": [1, None, {"x": "y"}]}
+    assert (fresh.output, fresh.step_count, fresh.error) == (None, 7, "e")
+    assert fresh.updated_at >= before  # auto_now, as save() does it
+    assert seen == [(None, proc.pk), (False, proc.pk)]
+
+
+def test_fixed_save_of_a_row_that_is_gone_raises():
+    from django.db import DatabaseError
+
+    from slct_workflows.fixed_sql import FixedSave
+    from slct_workflows.models import ProcessInstance
+
+    proc, _ = _process()
+    ProcessInstance.objects.filter(pk=proc.pk).delete()
+    with pytest.raises(DatabaseError, match="0 rows updated"):
+        FixedSave(ProcessInstance)(proc)
+
+
+def test_fixed_insert_and_write_store_what_the_orm_would():
+    from slct_workflows.fixed_sql import FixedInsert, FixedWrite
+    from slct_workflows.models import PendingCase
+
+    services.create_channel("fx-c")
+    _, g = _process()
+    FixedInsert(PendingCase)([
+        PendingCase(goroutine=g, wait_seq=3, case_index=i, kind="send", channel_id="fx-c", value={"v": i, "s": "é"},
+                    target="Main_Sent")
+        for i in range(3)
+    ])
+    rows = list(PendingCase.objects.filter(goroutine=g).order_by("case_index"))
+    assert [(r.case_index, r.value, r.wait_seq, r.kind) for r in rows] == [
+        (i, {"v": i, "s": "é"}, 3, "send") for i in range(3)
+    ]
+    assert all(r.created_at is not None for r in rows)  # auto_now_add, as the ORM fills it
+
+    fire = FixedWrite(Goroutine, where="id", set=["status", "next_value", "next_source"], increment=["wait_seq"])
+    assert fire(g.pk, status="runnable", next_value=[1, "two"], next_source=None) == 1
+    g2 = Goroutine.objects.get(pk=g.pk)
+    assert (g2.status, g2.next_value, g2.next_source, g2.wait_seq) == ("runnable", [1, "two"], None, g.wait_seq + 1)
+    assert FixedWrite(PendingCase, where="goroutine", delete=True)(g.pk) == 3
+    assert not PendingCase.objects.filter(goroutine=g).exists()
