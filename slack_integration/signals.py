@@ -19,13 +19,26 @@ from django.db.models.signals import post_save
 log = logging.getLogger("slack_integration")
 
 
+_open_questions = None
+
+
 def _has_open_questions(process_id: str, goroutine: str | None = None) -> bool:
+    """Run at the end of every process (a step's hot path): its SQL is written once."""
+    global _open_questions
+    from slct_workflows.fixed_sql import FixedValues
+
     from .models import Kind, SlackMessage, Status
 
-    qs = SlackMessage.objects.filter(process_id=process_id, status=Status.OPEN).exclude(kind=Kind.POST)
-    if goroutine is not None:
-        qs = qs.filter(goroutine=goroutine)
-    return qs.exists()
+    if _open_questions is None:
+        _open_questions = (
+            FixedValues(lambda pid, status, kind: SlackMessage.objects.filter(process_id=pid, status=status)
+                        .exclude(kind=kind).values_list("id")[:1]),
+            FixedValues(lambda pid, status, kind, name: SlackMessage.objects.filter(process_id=pid, status=status)
+                        .exclude(kind=kind).filter(goroutine=name).values_list("id")[:1]),
+        )
+    if goroutine is None:
+        return bool(_open_questions[0](process_id, Status.OPEN, Kind.POST))
+    return bool(_open_questions[1](process_id, Status.OPEN, Kind.POST, goroutine))
 
 
 def _queue_sync(process_id: str, goroutine: str | None = None) -> None:

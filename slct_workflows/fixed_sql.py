@@ -20,23 +20,17 @@ M = TypeVar("M", bound=Model)
 
 class FixedQuery(Generic[M]):
     """`FixedQuery(lambda gid: Goroutine.objects.filter(pk=gid))(42)` -> list of Goroutine.
-    Arguments are scalars or lists (an `IN (...)`); the builder must use each exactly as given."""
+    Arguments are scalars or lists (an `IN (...)`); the builder must use each exactly as given.
+    Instances are built as the queryset builds them (`Model.from_db` on converted rows)."""
 
     def __init__(self, build: Callable[..., QuerySet[M]]) -> None:
-        self.build = build
-        self.compiled: dict[tuple, tuple[type[M], str]] = {}
-
-    def _compile(self, args: Sequence[Any]) -> tuple[type[M], str]:
-        qs, compiler, sql = _compile(self.build, args)
-        return qs.model, sql
+        self.values = FixedValues(build)
 
     def __call__(self, *args: Any) -> list[M]:
-        shape = (connection.vendor, *(len(a) if isinstance(a, (list, tuple)) else None for a in args))
-        found = self.compiled.get(shape)
-        if found is None:
-            found = self.compiled[shape] = self._compile(args)
-        model, sql = found
-        return list(model.objects.raw(sql, _flat(args)))
+        rows, compiler = self.values.rows(args)
+        model, names = compiler.query.model, self.values.attnames
+        db = connection.alias
+        return [model.from_db(db, names, row) for row in rows]
 
 
 class FixedValues:
@@ -49,19 +43,23 @@ class FixedValues:
         self.compiled: dict[tuple, tuple[str, Any, list]] = {}
 
     def __call__(self, *args: Any) -> list[tuple]:
+        return self.rows(args)[0]
+
+    def rows(self, args: Sequence[Any]) -> tuple[list[tuple], Any]:
         shape = (connection.vendor, *(len(a) if isinstance(a, (list, tuple)) else None for a in args))
         found = self.compiled.get(shape)
         if found is None:
             qs, compiler, sql = _compile(self.build, args)
             fields = [s[0] for s in compiler.select[: compiler.col_count]]
+            self.attnames = [f.target.attname for f in fields]  # for model rows (FixedQuery)
             found = self.compiled[shape] = (sql, compiler, compiler.get_converters(fields))
         sql, compiler, converters = found
         with connection.cursor() as cursor:
             cursor.execute(sql, _flat(args))
             rows = cursor.fetchall()
         if converters:
-            rows = [tuple(r) for r in compiler.apply_converters(rows, converters)]
-        return [tuple(r) for r in rows]
+            rows = list(compiler.apply_converters(rows, converters))
+        return [tuple(r) for r in rows], compiler
 
 
 def _flat(args: Sequence[Any]) -> list[Any]:

@@ -32,7 +32,7 @@ def test_the_sql_is_built_once_per_shape():
     for _ in range(3):
         channels(["fx-a"])
     channels(["fx-a", "fx-b"])
-    assert len(channels.compiled) == 2  # one list length each
+    assert len(channels.values.compiled) == 2  # one list length each
     with CaptureQueriesContext(connection) as ctx:
         channels(["fx-a"])
     assert len(ctx.captured_queries) == 1
