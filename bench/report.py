@@ -187,8 +187,8 @@ def render(r: dict) -> str:
     ec = r.get("enqueue_cost")
     if ec:
         notes.append(
-            f"one wake-up enqueue: {ec['dispatcher_ms']} ms through the runtime's dispatcher (django_rq.get_queue() "
-            f"per call: a new Redis connection each time) vs {ec['kept_queue_ms']} ms on a kept Queue; one Redis "
+            f"one wake-up enqueue: {ec['dispatcher_ms']} ms through the runtime's dispatcher (its queue kept per "
+            f"process) vs {ec['kept_queue_ms']} ms on a kept Queue; one Redis "
             f"command {ec['one_redis_command_ms']} ms."
         )
     return "\n".join(lines + notes)
