@@ -25,7 +25,7 @@ from . import channels, clock, conf, dispatch, semantics
 from .db import is_transient, with_db_retries
 from .definitions import Definition, accepts_value, registry, value_decoder
 from .errors import DeclarationError, NotFound
-from .fixed_sql import FixedInsert, FixedQuery, FixedSave
+from .fixed_sql import FixedInsert, FixedQuery, FixedSave, execute_together
 from .models import (
     Event, EventKind, Goroutine, GoroutineStatus, Outbox, PendingCase, ProcessInstance, ProcessStatus, new_id,
 )
@@ -382,7 +382,6 @@ class Step:
     def _save_step(self, kind: str, error: str = "", tb: str = "") -> None:
         proc, g = self.proc, self.g
         proc.step_count += 1
-        _SAVE_PROCESS(proc)
         ran = self.ran
         event = Event(
             process=proc, seq=proc.step_count, kind=kind, goroutine=g.name, method=ran["method"],
@@ -394,11 +393,12 @@ class Step:
             g.runnable_since = None
         if kind == EventKind.STEP:
             g.attempts, g.retry_at, g.last_error = 0, None, ""
-        _SAVE_GOROUTINE(g)
-        if post_save.has_listeners(Event):
+        # The step's last writes go together: one round trip on PostgreSQL (fixed_sql.execute_together).
+        listened = post_save.has_listeners(Event)
+        with _SAVE_PROCESS.saving(proc) as proc_row, _SAVE_GOROUTINE.saving(g) as goroutine_row:
+            execute_together([proc_row, goroutine_row, *([] if listened else [_INSERT_EVENT.statement([event])])])
+        if listened:
             event.save()  # listeners get the saved row, with its id
-        else:
-            _INSERT_EVENT([event])
 
     # -- failures ----------------------------------------------------------------------------
     def failed(self, failure: StepFailed) -> StepResult:

@@ -10,7 +10,8 @@ two reads that lock a process.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Generic, Sequence, TypeVar
+from contextlib import contextmanager
+from typing import Any, Callable, Generic, Iterator, Sequence, TypeVar
 
 from django.db import connection, connections
 from django.db.models import Model, QuerySet
@@ -78,6 +79,44 @@ def _compile(build: Callable[..., QuerySet], args: Sequence[Any]):
     return qs, compiler, sql
 
 
+class Statement:
+    """One write, ready to run: SQL, parameters, and the row count it must report (or None)."""
+
+    def __init__(self, sql: str, params: list[Any], expect: int | None, what: str) -> None:
+        self.sql, self.params, self.expect, self.what = sql, params, expect, what
+
+
+def execute_together(statements: Sequence[Statement]) -> None:
+    """Run writes in order, in one round trip where the driver allows it: psycopg's client-side
+    cursor (Django's default) sends several statements in one query; elsewhere (SQLite,
+    server-side binding) they run one by one. Raises if a statement reports a wrong row count."""
+    from django.db import DatabaseError
+
+    counts: list[int] = []
+    with connection.cursor() as cursor:
+        raw = cursor.cursor
+        if len(statements) > 1 and connection.vendor == "postgresql" and _client_side(raw):
+            cursor.execute("; ".join(st.sql for st in statements), [p for st in statements for p in st.params])
+            counts.append(raw.rowcount)
+            while raw.nextset():
+                counts.append(raw.rowcount)
+        else:
+            for st in statements:
+                cursor.execute(st.sql, st.params)
+                counts.append(cursor.rowcount)
+    for st, n in zip(statements, counts):
+        if st.expect is not None and n != st.expect:
+            raise DatabaseError(f"{st.what}: {n} rows written, expected {st.expect}")
+
+
+def _client_side(raw_cursor: Any) -> bool:
+    try:
+        from psycopg import ClientCursor
+    except ImportError:  # psycopg2: one statement per call, as everywhere else
+        return False
+    return isinstance(raw_cursor, ClientCursor)
+
+
 class FixedSave:
     """`obj.save()` for a row that exists, writing every column, with the UPDATE written once
     instead of compiled at every step. Values are prepared by each field exactly as `save()`
@@ -90,7 +129,12 @@ class FixedSave:
         self.sql: dict[str, str] = {}
 
     def __call__(self, obj: Model) -> None:
-        from django.db import DatabaseError
+        with self.saving(obj) as statement:
+            execute_together([statement])
+
+    @contextmanager
+    def saving(self, obj: Model) -> Iterator[Statement]:
+        """Sends pre_save, yields the UPDATE for the caller to run (with others), then post_save."""
         from django.db.models.signals import post_save, pre_save
 
         meta = self.model._meta
@@ -103,10 +147,7 @@ class FixedSave:
         pre_save.send(sender=self.model, instance=obj, raw=False, using=conn.alias, update_fields=None)
         params = [f.get_db_prep_save(f.pre_save(obj, False), conn) for f in self.fields]
         params.append(meta.pk.get_db_prep_value(obj.pk, conn))
-        with conn.cursor() as cursor:
-            cursor.execute(sql, params)
-            if cursor.rowcount != 1:
-                raise DatabaseError(f"{self.model.__name__} {obj.pk!r}: {cursor.rowcount} rows updated, expected 1")
+        yield Statement(sql, params, 1, f"{self.model.__name__} {obj.pk!r}")
         post_save.send(sender=self.model, instance=obj, created=False, update_fields=None, raw=False,
                        using=conn.alias)
 
@@ -122,8 +163,10 @@ class FixedInsert:
         self.sql: dict[tuple[str, int], str] = {}
 
     def __call__(self, objs: Sequence[Model]) -> None:
-        if not objs:
-            return
+        if objs:
+            execute_together([self.statement(objs)])
+
+    def statement(self, objs: Sequence[Model]) -> Statement:
         conn = connections[objs[0]._state.db or "default"]
         key = (conn.vendor, len(objs))
         sql = self.sql.get(key)
@@ -135,8 +178,7 @@ class FixedInsert:
                 f"VALUES {', '.join([row] * len(objs))}"
             )
         params = [f.get_db_prep_save(f.pre_save(obj, True), conn) for obj in objs for f in self.fields]
-        with conn.cursor() as cursor:
-            cursor.execute(sql, params)
+        return Statement(sql, params, len(objs), f"{self.model.__name__} insert")
 
 
 class FixedWrite:

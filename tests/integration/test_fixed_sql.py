@@ -90,7 +90,7 @@ def test_fixed_save_of_a_row_that_is_gone_raises():
 
     proc, _ = _process()
     ProcessInstance.objects.filter(pk=proc.pk).delete()
-    with pytest.raises(DatabaseError, match="0 rows updated"):
+    with pytest.raises(DatabaseError, match="0 rows written, expected 1"):
         FixedSave(ProcessInstance)(proc)
 
 
@@ -117,3 +117,38 @@ def test_fixed_insert_and_write_store_what_the_orm_would():
     assert (g2.status, g2.next_value, g2.next_source, g2.wait_seq) == ("runnable", [1, "two"], None, g.wait_seq + 1)
     assert FixedWrite(PendingCase, where="goroutine", delete=True)(g.pk) == 3
     assert not PendingCase.objects.filter(goroutine=g).exists()
+
+
+def test_writes_executed_together_all_land_in_one_round_trip_on_postgresql():
+    from slct_workflows.fixed_sql import FixedInsert, FixedSave, execute_together
+    from slct_workflows.models import Event, ProcessInstance
+
+    proc, g = _process()
+    proc.step_count, g.status = 3, "blocked"
+    from django.utils import timezone
+
+    now = timezone.now()
+    event = Event(process=proc, seq=3, kind="step", goroutine="Main", method="Main_Start", value={"v": "ü"},
+                  started_at=now, finished_at=now)
+    with CaptureQueriesContext(connection) as ctx:
+        with FixedSave(ProcessInstance).saving(proc) as a, FixedSave(Goroutine).saving(g) as b:
+            execute_together([a, b, FixedInsert(Event).statement([event])])
+    sent = [q for q in ctx.captured_queries if not q["sql"].startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"))]
+    assert len(sent) == (1 if connection.vendor == "postgresql" else 3)
+    assert ProcessInstance.objects.get(pk=proc.pk).step_count == 3
+    assert Goroutine.objects.get(pk=g.pk).status == "blocked"
+    assert Event.objects.get(process=proc, seq=3).value == {"v": "ü"}
+
+
+def test_a_write_together_that_misses_its_row_raises_and_names_it():
+    from django.db import DatabaseError, transaction
+
+    from slct_workflows.fixed_sql import FixedSave, execute_together
+    from slct_workflows.models import ProcessInstance
+
+    proc, g = _process()
+    Goroutine.objects.filter(pk=g.pk).delete()
+    with pytest.raises(DatabaseError, match=r"Goroutine \d+: 0 rows written"):
+        with transaction.atomic():
+            with FixedSave(ProcessInstance).saving(proc) as a, FixedSave(Goroutine).saving(g) as b:
+                execute_together([a, b])
