@@ -13,7 +13,7 @@ from django.db.models import F, Window
 from django.db.models.functions import RowNumber
 
 from . import dispatch, semantics
-from .fixed_sql import FixedQuery, FixedValues, FixedWrite
+from .fixed_sql import FixedInsert, FixedQuery, FixedValues, FixedWrite
 from .models import (
     BufferedValue, Channel, ExternalSend, Goroutine, GoroutineStatus, PendingCase, SendStatus,
 )
@@ -33,7 +33,6 @@ class LockedChannels:
 
     rows: dict[str, Channel]
     states: dict[str, semantics.ChannelState]
-    buffer_ids: dict[str, list[int]]
     wait_seqs: dict[Hashable, int] = field(default_factory=dict)  # owner -> wait_seq of its pending cases
     # Owners already checked in this transaction: True = still waiting (and now locked).
     live: dict[Hashable, bool] = field(default_factory=dict)
@@ -80,17 +79,15 @@ def lock(names: Iterable[str], *, create: bool = False) -> LockedChannels:
         rows.update(_select_locked(missing))
         rows = dict(sorted(rows.items()))
     states = {n: semantics.ChannelState(name=n, capacity=c.capacity, closed=c.closed) for n, c in rows.items()}
-    buffer_ids: dict[str, list[int]] = {n: [] for n in rows}
     buffer_sources: dict[str, list] = {n: [] for n in rows}
     buffer_seqs: dict[str, list[int]] = {n: [] for n in rows}
     buffered = [n for n, c in rows.items() if c.capacity > 0]  # unbuffered channels never hold values
-    for bid, chan, seq, value, source in _BUFFERS(buffered) if buffered else ():
+    for chan, seq, value, source in _BUFFERS(buffered) if buffered else ():
         states[chan].buffer.append(value)
-        buffer_ids[chan].append(bid)
         buffer_seqs[chan].append(seq)
         buffer_sources[chan].append(source)
     locked = LockedChannels(
-        rows=rows, states=states, buffer_ids=buffer_ids, buffer_sources=buffer_sources, buffer_seqs=buffer_seqs
+        rows=rows, states=states, buffer_sources=buffer_sources, buffer_seqs=buffer_seqs
     )
     # Mostly a few waiters: one plain read takes them all. Past that, the oldest few per
     # direction (a window query, dearer to run).
@@ -124,7 +121,7 @@ _OLDEST_WAITERS = FixedValues(
 )
 _BUFFERS = FixedValues(
     lambda names: BufferedValue.objects.filter(channel_id__in=names).order_by("channel_id", "seq")
-    .values_list("id", "channel_id", "seq", "value", "source")
+    .values_list("channel_id", "seq", "value", "source")
 )
 _GOROUTINE_WAIT = FixedValues(
     lambda gid: Goroutine.objects.select_for_update().filter(pk=gid).values_list("status", "wait_seq")
@@ -215,11 +212,10 @@ def apply(locked: LockedChannels, decision: semantics.Decision, now: datetime, s
     """
     popped = []
     for chan in decision.pops:
-        bid = locked.buffer_ids[chan].pop(0)
-        locked.buffer_seqs[chan].pop(0)
+        seq = locked.buffer_seqs[chan].pop(0)
         locked.states[chan].buffer.pop(0)
         popped.append(locked.buffer_sources[chan].pop(0))
-        BufferedValue.objects.filter(pk=bid).delete()
+        _DELETE_BUFFERED((chan, seq))
     # A push on a channel that was also popped is a blocked sender's value moving into the buffer.
     handed_off = {f.channel: locked.owners.get(f.waiter.owner) for f in decision.fires if f.waiter.op == "send"}
     for chan, value in decision.pushes:
@@ -228,9 +224,8 @@ def apply(locked: LockedChannels, decision: semantics.Decision, now: datetime, s
         seqs = locked.buffer_seqs[chan]
         seq = (seqs[-1] if seqs else locked.rows[chan].next_seq) + 1
         pushed_by = handed_off.get(chan, source) if chan in decision.pops else source
-        bv = BufferedValue.objects.create(channel_id=chan, seq=seq, value=value, source=pushed_by)
+        _INSERT_BUFFERED([BufferedValue(channel_id=chan, seq=seq, value=value, source=pushed_by)])
         seqs.append(seq)
-        locked.buffer_ids[chan].append(bv.id)
         locked.buffer_sources[chan].append(pushed_by)
         locked.states[chan].buffer.append(value)
     for fire in decision.fires:
@@ -238,6 +233,8 @@ def apply(locked: LockedChannels, decision: semantics.Decision, now: datetime, s
     return popped
 
 
+_DELETE_BUFFERED = FixedWrite(BufferedValue, where=["channel", "seq"], delete=True)
+_INSERT_BUFFERED = FixedInsert(BufferedValue)
 _DELETE_CASES = FixedWrite(PendingCase, where="goroutine", delete=True)
 _FIRE_GOROUTINE = FixedWrite(
     Goroutine, where="id", increment=["wait_seq"],

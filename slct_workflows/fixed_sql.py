@@ -182,13 +182,16 @@ class FixedInsert:
 
 
 class FixedWrite:
-    """A fixed `UPDATE table SET a = %s, b = b + 1 ... WHERE key = %s` or `DELETE FROM table
-    WHERE key = %s`, written once; values are prepared by the model's fields. Returns the row count."""
+    """A fixed `UPDATE table SET a = %s, b = b + 1 ... WHERE k = %s [AND k2 = %s]` or `DELETE FROM
+    table WHERE ...`, written once; values are prepared by the model's fields. Returns the row
+    count. `where` names one field (the key is a value) or several (the key is a tuple)."""
 
-    def __init__(self, model: type[Model], *, where: str, set: Sequence[str] = (), increment: Sequence[str] = (),
-                 delete: bool = False) -> None:
+    def __init__(self, model: type[Model], *, where: str | Sequence[str], set: Sequence[str] = (),
+                 increment: Sequence[str] = (), delete: bool = False) -> None:
         meta = model._meta
-        self.model, self.where = model, meta.get_field(where)
+        self.model = model
+        self.single = isinstance(where, str)
+        self.where = [meta.get_field(name) for name in ([where] if isinstance(where, str) else where)]
         self.set_fields = [meta.get_field(name) for name in set]
         self.increment = [meta.get_field(name) for name in increment]
         self.delete = delete
@@ -199,7 +202,7 @@ class FixedWrite:
         sql = self.sql.get(conn.vendor)
         if sql is None:
             qn, table = conn.ops.quote_name, conn.ops.quote_name(self.model._meta.db_table)
-            where = f"{qn(self.where.column)} = %s"
+            where = " AND ".join(f"{qn(f.column)} = %s" for f in self.where)
             if self.delete:
                 sql = f"DELETE FROM {table} WHERE {where}"
             else:
@@ -208,7 +211,8 @@ class FixedWrite:
                 sql = f"UPDATE {table} SET {', '.join(sets)} WHERE {where}"
             self.sql[conn.vendor] = sql
         params = [f.get_db_prep_save(values[f.name], conn) for f in self.set_fields]
-        params.append(self.where.get_db_prep_value(key, conn))
+        keys = [key] if self.single else list(key)
+        params += [f.get_db_prep_value(k, conn) for f, k in zip(self.where, keys)]
         with conn.cursor() as cursor:
             cursor.execute(sql, params)
             return cursor.rowcount

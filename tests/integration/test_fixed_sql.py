@@ -152,3 +152,15 @@ def test_a_write_together_that_misses_its_row_raises_and_names_it():
         with transaction.atomic():
             with FixedSave(ProcessInstance).saving(proc) as a, FixedSave(Goroutine).saving(g) as b:
                 execute_together([a, b])
+
+
+def test_fixed_write_with_a_composite_key_touches_only_that_row():
+    from slct_workflows.fixed_sql import FixedWrite
+    from slct_workflows.models import BufferedValue
+
+    services.create_channel("fx-buf", capacity=3)
+    for i in range(3):
+        services.send("fx-buf", i, key=f"fxb{i}")
+    seqs = list(BufferedValue.objects.filter(channel_id="fx-buf").order_by("seq").values_list("seq", flat=True))
+    assert FixedWrite(BufferedValue, where=["channel", "seq"], delete=True)(("fx-buf", seqs[1])) == 1
+    assert list(BufferedValue.objects.filter(channel_id="fx-buf").order_by("seq").values_list("value", flat=True)) == [0, 2]
