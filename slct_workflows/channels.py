@@ -90,13 +90,26 @@ def lock(names: Iterable[str], *, create: bool = False) -> LockedChannels:
         rows=rows, states=states, buffer_sources=buffer_sources, buffer_seqs=buffer_seqs
     )
     # Mostly a few waiters: one plain read takes them all. Past that, the oldest few per
-    # direction (a window query, dearer to run).
-    few = _FEW_WAITERS(list(rows), ["recv", "send"]) if rows else []
-    if len(few) <= WAITERS_READ:
-        _add_waiters(locked, few, limited=False)
-    else:
-        _add_waiters(locked, _OLDEST_WAITERS(list(rows), ["recv", "send"], WAITERS_READ), limited=True)
+    # direction (a window query, dearer to run); a channel found that busy is read that way
+    # directly next time (a hint kept per worker process, right or wrong it reads the same rows).
+    if not rows:
+        return locked
+    names = list(rows)
+    if not _busy.intersection(names):
+        few = _FEW_WAITERS(names, ["recv", "send"])
+        if len(few) <= WAITERS_READ:
+            _add_waiters(locked, few, limited=False)
+            return locked
+    _add_waiters(locked, _OLDEST_WAITERS(names, ["recv", "send"], WAITERS_READ), limited=True)
+    busy = {chan for chan, _ in locked.unread}
+    if len(_busy) > 10_000:
+        _busy.clear()
+    _busy.difference_update(set(names) - busy)
+    _busy.update(busy)
     return locked
+
+
+_busy: set[str] = set()
 
 
 # A decision only ever takes the oldest live waiter of a channel's receivers or senders (a close
