@@ -42,6 +42,7 @@ class TimerLoop:
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
         self.renew_at = 0.0  # monotonic time of the next lease renewal while leading
+        self.failing = False  # the last round failed (Redis or the database away)
 
     def start(self) -> "TimerLoop":
         self.thread = threading.Thread(target=self.run, name="slct-timer-loop", daemon=True)
@@ -80,19 +81,30 @@ class TimerLoop:
     def tick(self) -> float:
         """One round; returns how long to sleep before the next."""
         try:
-            if not self.lead():
-                return LEASE_SECONDS / 3
-            due = engine.next_timer_deadline()
-            now = clock.now()
-            if due is None or due > now:
-                wait = self.poll if due is None else (due - now).total_seconds()
-                return max(0.001, min(self.poll, wait))
-            fired = fire_due()
-            # Nothing fired although one is due: its goroutine is locked by a step right now.
-            return 0.0 if fired else self.poll
+            wait = self._round()
         except Exception:
             # Redis or the database away: the scheduled fire_timers jobs and the sweep cover it.
-            log.warning("timer loop: round failed; retrying", exc_info=True)
+            # Said once per outage, not once a second.
+            if not self.failing:
+                log.warning("timer loop: round failed; retrying every second", exc_info=True)
+            self.failing = True
             self.renew_at = 0.0
-            connection.close()
+            if not connection.in_atomic_block:
+                connection.close()  # a dead database connection is opened afresh next round
             return 1.0
+        if self.failing:
+            log.info("timer loop: running again")
+            self.failing = False
+        return wait
+
+    def _round(self) -> float:
+        if not self.lead():
+            return LEASE_SECONDS / 3
+        due = engine.next_timer_deadline()
+        now = clock.now()
+        if due is None or due > now:
+            wait = self.poll if due is None else (due - now).total_seconds()
+            return max(0.001, min(self.poll, wait))
+        fired = fire_due()
+        # Nothing fired although one is due: its goroutine is locked by a step right now.
+        return 0.0 if fired else self.poll

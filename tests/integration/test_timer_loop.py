@@ -1,0 +1,63 @@
+"""The timer loop's rounds, driven by hand: it fires due timers, and an outage is said once."""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from slct_workflows import clock, dispatch
+from slct_workflows.models import Goroutine
+from slct_workflows.testing import NullDispatcher
+from slct_workflows.timer_loop import TimerLoop
+
+from . import workflows_for_tests  # noqa: F401  (t-sleeper)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def loop(redis_conn):
+    loop = TimerLoop(redis_conn, "test-loop", poll=0.05)
+    redis_conn.delete(loop.key)
+    yield loop
+    redis_conn.delete(loop.key)
+
+
+def test_a_round_fires_due_timers_and_says_how_long_to_wait(runner, loop):
+    pid = runner.start("t-sleeper")
+    g = Goroutine.objects.get(process_id=pid)
+    assert g.status == "blocked"
+    assert 0 < loop.tick() <= 0.05  # leads; nothing due: waits one poll at most
+    clock.advance(timedelta(hours=2))
+    previous = dispatch.use(NullDispatcher())
+    try:
+        assert loop.tick() == 0.0  # fired: look again at once
+    finally:
+        dispatch.use(previous)
+    assert Goroutine.objects.get(pk=g.pk).status == "runnable"
+
+
+def test_a_redis_outage_is_logged_once_and_the_loop_comes_back(loop, redis_conn, caplog):
+    working = loop.redis
+    # Nothing listens on port 1; no retries, so each round fails at once.
+    loop.redis = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    with caplog.at_level(logging.INFO, logger="slct_workflows"):
+        assert loop.tick() == 1.0
+        assert loop.tick() == 1.0
+        loop.redis = working
+        assert loop.tick() <= 0.05
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("round failed" in m for m in messages) == 1, messages
+    assert any("running again" in m for m in messages), messages
+    assert redis_conn.get(loop.key) == b"test-loop"
+
+
+def test_a_second_loop_stands_by_while_the_first_leads(loop, redis_conn):
+    other = TimerLoop(redis_conn, "test-loop-2", poll=0.05)
+    assert loop.lead() is True
+    assert other.lead() is False
+    assert other.tick() == pytest.approx(1.0)  # stands by, checks the lease again in a second
