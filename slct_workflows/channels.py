@@ -13,7 +13,9 @@ from django.db.models import F, Window
 from django.db.models.functions import RowNumber
 
 from . import dispatch, semantics
-from .fixed_sql import FixedInsert, FixedQuery, FixedValues, FixedWrite
+from .fixed_sql import (
+    FixedInsert, FixedQuery, FixedValues, FixedWrite, execute_together, read_together, sends_together,
+)
 from .models import (
     BufferedValue, Channel, ExternalSend, Goroutine, GoroutineStatus, PendingCase, SendStatus,
 )
@@ -61,54 +63,66 @@ def ensure(names: Iterable[str], capacities: dict[str, int] | None = None) -> No
 _LOCK_CHANNELS = FixedQuery(lambda names: Channel.objects.select_for_update().filter(name__in=names).order_by("name"))
 
 
-def _select_locked(names: list[str]) -> dict[str, Channel]:
-    return {c.name: c for c in _LOCK_CHANNELS(list(names))}
-
-
 def lock(names: Iterable[str], *, create: bool = False) -> LockedChannels:
     """Lock the named channels in name order; with `create`, missing ones are made unbuffered.
 
-    Creating after locking the others takes the new rows out of order; only a first use of a
-    name pays that, and a deadlock it could cause is retried like any other.
+    The lock, the buffers and the waiters are read in one round trip where the driver allows it
+    (`fixed_sql.read_together`: the reads after the lock start once it is held). Creating after
+    locking the others takes the new rows out of order; only a first use of a name pays that,
+    and a deadlock it could cause is retried like any other.
     """
     wanted = sorted(set(names))
-    rows = _select_locked(wanted) if wanted else {}
-    missing = [n for n in wanted if n not in rows]
-    if missing and create:
-        ensure(missing)
-        rows.update(_select_locked(missing))
-        rows = dict(sorted(rows.items()))
-    states = {n: semantics.ChannelState(name=n, capacity=c.capacity, closed=c.closed) for n, c in rows.items()}
-    buffer_sources: dict[str, list] = {n: [] for n in rows}
-    buffer_seqs: dict[str, list[int]] = {n: [] for n in rows}
-    buffered = [n for n, c in rows.items() if c.capacity > 0]  # unbuffered channels never hold values
-    for chan, seq, value, source in _BUFFERS(buffered) if buffered else ():
-        states[chan].buffer.append(value)
-        buffer_seqs[chan].append(seq)
-        buffer_sources[chan].append(source)
-    locked = LockedChannels(
-        rows=rows, states=states, buffer_sources=buffer_sources, buffer_seqs=buffer_seqs
-    )
+    if not wanted:
+        return LockedChannels(rows={}, states={})
     # Mostly a few waiters: one plain read takes them all. Past that, the oldest few per
     # direction (a window query, dearer to run); a channel found that busy is read that way
     # directly next time (a hint kept per worker process, right or wrong it reads the same rows).
-    if not rows:
+    busy_hint = bool(_busy.intersection(wanted))
+    waiters_read = (
+        (_OLDEST_WAITERS, (wanted, KINDS, WAITERS_READ)) if busy_hint else (_FEW_WAITERS, (wanted, KINDS))
+    )
+    # In one round trip the buffers of every named channel come along (none for unbuffered ones);
+    # statement by statement only the buffered channels' are read, once their capacity is known.
+    together = sends_together()
+
+    def read() -> tuple[list[Channel], list | None, list]:
+        if together:
+            return tuple(read_together((_LOCK_CHANNELS, (wanted,)), (_BUFFERS, (wanted,)), waiters_read))
+        chans, waiters = read_together((_LOCK_CHANNELS, (wanted,)), waiters_read)
+        return chans, None, waiters
+
+    chans, buffers, waiters = read()
+    if create and len(chans) < len(wanted):
+        found = {c.name for c in chans}
+        ensure([n for n in wanted if n not in found])
+        chans, buffers, waiters = read()
+    if buffers is None:
+        buffered = [c.name for c in chans if c.capacity > 0]
+        buffers = _BUFFERS(buffered) if buffered else []
+    rows = {c.name: c for c in chans}
+    states = {n: semantics.ChannelState(name=n, capacity=c.capacity, closed=c.closed) for n, c in rows.items()}
+    locked = LockedChannels(
+        rows=rows, states=states, buffer_sources={n: [] for n in rows}, buffer_seqs={n: [] for n in rows}
+    )
+    for chan, seq, value, source in buffers:
+        states[chan].buffer.append(value)
+        locked.buffer_seqs[chan].append(seq)
+        locked.buffer_sources[chan].append(source)
+    if not busy_hint and len(waiters) <= WAITERS_READ:
+        _add_waiters(locked, waiters, limited=False)
         return locked
-    names = list(rows)
-    if not _busy.intersection(names):
-        few = _FEW_WAITERS(names, ["recv", "send"])
-        if len(few) <= WAITERS_READ:
-            _add_waiters(locked, few, limited=False)
-            return locked
-    _add_waiters(locked, _OLDEST_WAITERS(names, ["recv", "send"], WAITERS_READ), limited=True)
+    if not busy_hint:  # more than a few: read the oldest few per direction instead
+        waiters = _OLDEST_WAITERS(wanted, KINDS, WAITERS_READ)
+    _add_waiters(locked, waiters, limited=True)
     busy = {chan for chan, _ in locked.unread}
     if len(_busy) > 10_000:
         _busy.clear()
-    _busy.difference_update(set(names) - busy)
+    _busy.difference_update(set(wanted) - busy)
     _busy.update(busy)
     return locked
 
 
+KINDS = ["recv", "send"]
 _busy: set[str] = set()
 
 
@@ -263,8 +277,8 @@ def fire_waiter(locked: LockedChannels, fire: semantics.Fire, now: datetime, sou
     locked.live[owner] = False
     kind, ident = owner
     if kind == "g":
-        _DELETE_CASES(ident)
-        _FIRE_GOROUTINE(
+        # Locked and re-checked by is_live already: both writes go in one round trip where they can.
+        execute_together([_DELETE_CASES.statement(ident), _FIRE_GOROUTINE.statement(
             ident,
             status=GoroutineStatus.RUNNABLE,
             next_method=fire.waiter.target,
@@ -274,7 +288,7 @@ def fire_waiter(locked: LockedChannels, fire: semantics.Fire, now: datetime, sou
             next_source=source if fire.waiter.op == "recv" else None,
             runnable_since=now,
             updated_at=now,
-        )
+        )])
         locked.woken.append(ident)
     else:
         PendingCase.objects.filter(external_send_id=ident).delete()

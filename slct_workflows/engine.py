@@ -18,14 +18,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, Min
+from django.db.models import F, Min, Subquery
 from django.db.models.signals import post_save
 
 from . import channels, clock, conf, dispatch, semantics
 from .db import is_transient, with_db_retries
 from .definitions import Definition, accepts_value, registry, value_decoder
 from .errors import DeclarationError, NotFound
-from .fixed_sql import FixedInsert, FixedQuery, FixedSave, execute_together
+from .fixed_sql import FixedInsert, FixedQuery, FixedSave, execute_together, read_together
 from .models import (
     Event, EventKind, Goroutine, GoroutineStatus, Outbox, PendingCase, ProcessInstance, ProcessStatus, new_id,
 )
@@ -135,7 +135,14 @@ def run_step(goroutine_id: int) -> StepResult:
 _LOCK_PROCESS = FixedQuery(
     lambda gid: ProcessInstance.objects.select_for_update(of=("self",)).filter(goroutines__id=gid)[:1]
 )
-_GOROUTINES = FixedQuery(lambda pid: Goroutine.objects.filter(process_id=pid))
+# The goroutines of the goroutine's process (its process_id never changes), read right after the
+# process lock in the same round trip (fixed_sql.read_together): that statement starts after the
+# lock is held, so it sees what the previous lock holder committed.
+_GOROUTINES = FixedQuery(
+    lambda gid: Goroutine.objects.filter(
+        process_id=Subquery(Goroutine.objects.filter(pk=gid).values("process_id")[:1])
+    )
+)
 _SAVE_PROCESS = FixedSave(ProcessInstance)
 _SAVE_GOROUTINE = FixedSave(Goroutine)
 _INSERT_CASES = FixedInsert(PendingCase)
@@ -143,13 +150,12 @@ _INSERT_EVENT = FixedInsert(Event)
 
 
 def _lock_process(goroutine_id: int) -> tuple[ProcessInstance, Goroutine, list[Goroutine]] | None:
-    found = _LOCK_PROCESS(goroutine_id)
+    # The goroutines are not locked: under the process lock nothing else changes a runnable
+    # goroutine (counterparts only fire blocked ones), and locking them would invert the lock order.
+    found, goroutines = read_together((_LOCK_PROCESS, (goroutine_id,)), (_GOROUTINES, (goroutine_id,)))
     if not found:
         return None
     proc = found[0]
-    # Not locked: under the process lock nothing else changes a runnable goroutine
-    # (counterparts only fire blocked ones), and locking it here would invert the lock order.
-    goroutines = _GOROUTINES(proc.pk)
     g = next(x for x in goroutines if x.id == goroutine_id)
     return proc, g, goroutines
 

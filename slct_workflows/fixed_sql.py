@@ -34,10 +34,13 @@ class FixedQuery(Generic[M]):
         self.values = FixedValues(build)
 
     def __call__(self, *args: Any) -> list[M]:
-        rows, compiler = self.values.rows(args)
-        model, names = compiler.query.model, self.values.attnames
-        db = connection.alias
-        return [model.from_db(db, names, row) for row in rows]
+        return read_together((self, args))[0]
+
+    def prepare(self, args: Sequence[Any]) -> tuple[str, list[Any], Callable[[list], list]]:
+        sql, params, convert = self.values.prepare(args)
+        compiler = self.values.compiled[_shape(args)][1]
+        model, names, db = compiler.query.model, self.values.attnames, connection.alias
+        return sql, params, lambda rows: [model.from_db(db, names, row) for row in convert(rows)]
 
 
 class FixedValues:
@@ -51,10 +54,11 @@ class FixedValues:
         self.attnames: list[str] = []  # the columns' attribute names, for FixedQuery's instances
 
     def __call__(self, *args: Any) -> list[tuple]:
-        return self.rows(args)[0]
+        return read_together((self, args))[0]
 
-    def rows(self, args: Sequence[Any]) -> tuple[list[tuple], Any]:
-        shape = (connection.vendor, *(len(a) if isinstance(a, (list, tuple)) else None for a in args))
+    def prepare(self, args: Sequence[Any]) -> tuple[str, list[Any], Callable[[list], list]]:
+        """The SQL, its parameters, and how to turn the fetched rows into the result."""
+        shape = _shape(args)
         found = self.compiled.get(shape)
         if found is None:
             qs, compiler, sql = _compile(self.build, args)
@@ -62,12 +66,40 @@ class FixedValues:
             self.attnames = [f.target.attname for f in fields]
             found = self.compiled[shape] = (sql, compiler, compiler.get_converters(fields))
         sql, compiler, converters = found
-        with connection.cursor() as cursor:
-            cursor.execute(sql, _flat(args))
-            rows = cursor.fetchall()
-        if converters:
-            rows = list(compiler.apply_converters(rows, converters))
-        return [tuple(r) for r in rows], compiler
+
+        def convert(rows: list) -> list[tuple]:
+            if converters:
+                rows = list(compiler.apply_converters(rows, converters))
+            return [tuple(r) for r in rows]
+
+        return sql, _flat(args), convert
+
+
+def read_together(*reads: tuple[Any, Sequence[Any]]) -> list[list]:
+    """Run `(FixedQuery or FixedValues, args)` reads in order and return their results, in one
+    round trip where the driver allows it (see `execute_together`). Each statement still takes
+    its own snapshot when it starts, after the ones before it have finished: a read placed after
+    a `SELECT ... FOR UPDATE` sees what the previous holder of the lock committed, exactly as if
+    it had been sent after it."""
+    prepared = [fixed.prepare(args) for fixed, args in reads]
+    results: list[list] = []
+    with connection.cursor() as cursor:
+        raw = cursor.cursor
+        if len(prepared) > 1 and connection.vendor == "postgresql" and _client_side(raw):
+            cursor.execute("; ".join(sql for sql, _, _ in prepared), [p for _, params, _ in prepared for p in params])
+            for i, (_, _, convert) in enumerate(prepared):
+                if i:
+                    raw.nextset()
+                results.append(convert(raw.fetchall()))
+        else:
+            for sql, params, convert in prepared:
+                cursor.execute(sql, params)
+                results.append(convert(cursor.fetchall()))
+    return results
+
+
+def _shape(args: Sequence[Any]) -> tuple:
+    return (connection.vendor, *(len(a) if isinstance(a, (list, tuple)) else None for a in args))
 
 
 def _flat(args: Sequence[Any]) -> list[Any]:
@@ -114,6 +146,15 @@ def execute_together(statements: Sequence[Statement]) -> None:
     for st, n in zip(statements, counts):
         if st.expect is not None and n != st.expect:
             raise DatabaseError(f"{st.what}: {n} rows written, expected {st.expect}")
+
+
+def sends_together() -> bool:
+    """Do several statements travel in one round trip on this connection (PostgreSQL through
+    psycopg's client-side cursor)? Elsewhere each statement is its own call."""
+    if connection.vendor != "postgresql":
+        return False
+    with connection.cursor() as cursor:
+        return _client_side(cursor.cursor)
 
 
 def _client_side(raw_cursor: Any) -> bool:
@@ -205,6 +246,13 @@ class FixedWrite:
         self.sql: dict[str, str] = {}
 
     def __call__(self, key: Any, **values: Any) -> int:
+        st = self.statement(key, **values)
+        with connection.cursor() as cursor:
+            cursor.execute(st.sql, st.params)
+            return cursor.rowcount
+
+    def statement(self, key: Any, **values: Any) -> Statement:
+        """The write, to run with others through `execute_together` (row count not checked)."""
         conn = connection
         sql = self.sql.get(conn.vendor)
         if sql is None:
@@ -220,6 +268,4 @@ class FixedWrite:
         params = [f.get_db_prep_save(values[f.name], conn) for f in self.set_fields]
         keys = [key] if self.single else list(key)
         params += [f.get_db_prep_value(k, conn) for f, k in zip(self.where, keys)]
-        with conn.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.rowcount
+        return Statement(sql, params, None, f"{self.model.__name__} {key!r}")

@@ -32,7 +32,10 @@ TX_CONTROL = {"BEGIN", "COMMIT", "ROLLBACK"}
 # 2026-11-28: that day's work made the statements cheaper (SQL written once, see fixed_sql.py),
 # not fewer, except for the step that ends a process (no query for "was that the last goroutine").
 MAX_SEND_FIRES = 11   # Main_Received: receive the value, send it back to a blocked receiver
-MAX_RECV_BLOCKS = 10  # Main_Sent: select recv, nobody sending: register the pending case
+# Main_Sent: select recv, nobody sending: register the pending case. 8 in the steady state; the
+# first select on a channel that does not exist yet creates it, then locks it and reads its
+# waiters again (11: a waiter registered by whoever created it concurrently must be seen).
+MAX_RECV_BLOCKS = 11
 MAX_START = 12        # Main_Start of either side
 
 

@@ -6,7 +6,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from slct_workflows import services
-from slct_workflows.fixed_sql import FixedQuery
+from slct_workflows.fixed_sql import FixedQuery, FixedValues
 from slct_workflows.models import Channel, Goroutine
 
 pytestmark = pytest.mark.django_db
@@ -164,3 +164,63 @@ def test_fixed_write_with_a_composite_key_touches_only_that_row():
     seqs = list(BufferedValue.objects.filter(channel_id="fx-buf").order_by("seq").values_list("seq", flat=True))
     assert FixedWrite(BufferedValue, where=["channel", "seq"], delete=True)(("fx-buf", seqs[1])) == 1
     assert list(BufferedValue.objects.filter(channel_id="fx-buf").order_by("seq").values_list("value", flat=True)) == [0, 2]
+
+
+def test_reads_together_are_one_round_trip_on_postgresql_and_match_reading_one_by_one():
+    from slct_workflows.fixed_sql import read_together
+
+    services.create_channel("fx-r1")
+    services.create_channel("fx-r2", capacity=2)
+    services.send("fx-r2", {"a": 1}, key="fxr")
+    from slct_workflows.models import BufferedValue
+
+    chans = FixedQuery(lambda names: Channel.objects.filter(name__in=names).order_by("name"))
+    buffers = FixedValues(
+        lambda names: BufferedValue.objects.filter(channel_id__in=names).values_list("channel_id", "value")
+    )
+    with CaptureQueriesContext(connection) as ctx:
+        got_chans, got_buffers = read_together((chans, (["fx-r1", "fx-r2"],)), (buffers, (["fx-r2"],)))
+    assert [c.name for c in got_chans] == ["fx-r1", "fx-r2"] and got_chans[1].capacity == 2
+    assert got_buffers == [("fx-r2", {"a": 1})]
+    assert len(ctx.captured_queries) == (1 if connection.vendor == "postgresql" else 2)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_read_sent_with_a_lock_sees_what_the_previous_lock_holder_committed():
+    """The step reads a process's goroutines in the same round trip as the process lock. The
+    second statement must start after the lock is granted: a goroutine changed by the previous
+    holder of the lock is seen changed, never as it was when the round trip was sent."""
+    import threading
+    import time
+
+    from django.db import transaction
+
+    from slct_workflows.engine import _GOROUTINES, _LOCK_PROCESS
+    from slct_workflows.fixed_sql import read_together
+    from slct_workflows.models import ProcessInstance
+
+    proc, g = _process("fx-lock")
+    locked, seen = threading.Event(), {}
+
+    def holder():
+        try:
+            with transaction.atomic():
+                ProcessInstance.objects.select_for_update().get(pk=proc.pk)
+                Goroutine.objects.filter(pk=g.pk).update(status="blocked", wait_seq=41)
+                locked.set()
+                time.sleep(0.5)  # the reader's round trip is sent meanwhile, and waits on the lock
+        finally:
+            connection.close()  # this thread's own connection
+
+    t = threading.Thread(target=holder)
+    t.start()
+    assert locked.wait(10)
+    started = time.monotonic()
+    with transaction.atomic():
+        found, goroutines = read_together((_LOCK_PROCESS, (g.pk,)), (_GOROUTINES, (g.pk,)))
+        seen["g"] = [(x.status, x.wait_seq) for x in goroutines]
+    waited = time.monotonic() - started
+    t.join()
+    assert waited > 0.3, "the read did not wait for the lock: the race was not exercised"
+    assert found and found[0].pk == proc.pk
+    assert seen["g"] == [("blocked", 41)]
