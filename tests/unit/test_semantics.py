@@ -359,4 +359,3 @@ def test_owner_does_not_receive_from_its_own_stale_sender():
     full = chans(ChannelState("c", capacity=1, buffer=["head"], senders=[sw(me, "mine")]))
     d = evaluate([recv("c")], full, owner=me)
     assert d.value == "head" and d.pushes == [] and d.fires == []
-
