@@ -50,7 +50,7 @@ class FixedValues:
 
     def __init__(self, build: Callable[..., QuerySet]) -> None:
         self.build = build
-        self.compiled: dict[tuple, tuple[str, Any, list]] = {}
+        self.compiled: dict[tuple, tuple[str, Any, list, list[int]]] = {}
         self.attnames: list[str] = []  # the columns' attribute names, for FixedQuery's instances
 
     def __call__(self, *args: Any) -> list[tuple]:
@@ -61,18 +61,19 @@ class FixedValues:
         shape = _shape(args)
         found = self.compiled.get(shape)
         if found is None:
-            qs, compiler, sql = _compile(self.build, args)
+            qs, compiler, sql, order = _compile(self.build, args)
             fields = [s[0] for s in compiler.select[: compiler.col_count]]
             self.attnames = [f.target.attname for f in fields]
-            found = self.compiled[shape] = (sql, compiler, compiler.get_converters(fields))
-        sql, compiler, converters = found
+            found = self.compiled[shape] = (sql, compiler, compiler.get_converters(fields), order)
+        sql, compiler, converters, order = found
 
         def convert(rows: list) -> list[tuple]:
             if converters:
                 rows = list(compiler.apply_converters(rows, converters))
             return [tuple(r) for r in rows]
 
-        return sql, _flat(args), convert
+        flat = _flat(args)
+        return sql, [flat[i] for i in order], convert
 
 
 def read_together(*reads: tuple[Any, Sequence[Any]]) -> list[list]:
@@ -85,7 +86,7 @@ def read_together(*reads: tuple[Any, Sequence[Any]]) -> list[list]:
     results: list[list] = []
     with connection.cursor() as cursor:
         raw = cursor.cursor
-        if len(prepared) > 1 and connection.vendor == "postgresql" and _client_side(raw):
+        if len(prepared) > 1 and _together(raw):
             cursor.execute("; ".join(sql for sql, _, _ in prepared), [p for _, params, _ in prepared for p in params])
             for i, (_, _, convert) in enumerate(prepared):
                 if i:
@@ -107,15 +108,20 @@ def _flat(args: Sequence[Any]) -> list[Any]:
 
 
 def _compile(build: Callable[..., QuerySet], args: Sequence[Any]):
+    """Compile with placeholder values; returns the queryset, its compiler, the SQL, and for each
+    of the SQL's parameters which argument value (in `_flat` order) goes there: Django may put
+    the filters in another order than the builder wrote them."""
     counter = iter(range(7_000_001, 8_000_000))
     marks = [[-next(counter) for _ in a] if isinstance(a, (list, tuple)) else -next(counter) for a in args]
     qs = build(*marks)
     compiler = qs.query.get_compiler(using=qs.db)
     sql, params = compiler.as_sql()
     # A text column gets its placeholder as a string: compare the text of each.
-    if [str(p) for p in params] != [str(m) for m in _flat(marks)]:
+    position = {str(m): i for i, m in enumerate(_flat(marks))}
+    order = [position.get(str(p)) for p in params]
+    if None in order or sorted(order) != list(range(len(position))):
         raise RuntimeError(f"FixedQuery: the parameters of {sql!r} are not only its placeholders: {params!r}")
-    return qs, compiler, sql
+    return qs, compiler, sql, order
 
 
 class Statement:
@@ -134,7 +140,7 @@ def execute_together(statements: Sequence[Statement]) -> None:
     counts: list[int] = []
     with connection.cursor() as cursor:
         raw = cursor.cursor
-        if len(statements) > 1 and connection.vendor == "postgresql" and _client_side(raw):
+        if len(statements) > 1 and _together(raw):
             cursor.execute("; ".join(st.sql for st in statements), [p for st in statements for p in st.params])
             counts.append(raw.rowcount)
             while raw.nextset():
@@ -154,10 +160,12 @@ def sends_together() -> bool:
     if connection.vendor != "postgresql":
         return False
     with connection.cursor() as cursor:
-        return _client_side(cursor.cursor)
+        return _together(cursor.cursor)
 
 
-def _client_side(raw_cursor: Any) -> bool:
+def _together(raw_cursor: Any) -> bool:
+    if connection.vendor != "postgresql":
+        return False
     try:
         from psycopg import ClientCursor
     except ImportError:  # psycopg2: one statement per call, as everywhere else

@@ -224,3 +224,22 @@ def test_a_read_sent_with_a_lock_sees_what_the_previous_lock_holder_committed():
     assert waited > 0.3, "the read did not wait for the lock: the race was not exercised"
     assert found and found[0].pk == proc.pk
     assert seen["g"] == [("blocked", 41)]
+
+
+def test_arguments_reach_their_places_when_django_reorders_the_filters():
+    # Django puts `id > %s` before `kind = %s` here, not in the order the builder wrote them.
+    from slct_workflows.models import PendingCase
+
+    _, g = _process()
+    services.create_channel("fx-o")
+    PendingCase.objects.bulk_create([
+        PendingCase(goroutine=g, wait_seq=1, case_index=i, kind=kind, channel_id="fx-o", target="Main_X")
+        for i, kind in enumerate(["send", "recv", "send", "send"])
+    ])
+    first = PendingCase.objects.filter(channel_id="fx-o").order_by("id").first().id
+    after = FixedValues(
+        lambda chan, kind, after: PendingCase.objects.filter(channel_id=chan, kind=kind, id__gt=after)
+        .order_by("id").values_list("case_index")
+    )
+    assert after("fx-o", "send", first) == [(2,), (3,)]
+    assert after("fx-o", "recv", first) == [(1,)]
