@@ -150,17 +150,17 @@ _BUFFERS = FixedValues(
     lambda names: BufferedValue.objects.filter(channel_id__in=names).order_by("channel_id", "seq")
     .values_list("channel_id", "seq", "value", "source")
 )
+_WAITERS_AFTER = FixedValues(
+    lambda chan, kind, after: PendingCase.objects.filter(channel_id=chan, kind=kind, id__gt=after)
+    .order_by("id").values_list(*_WAITER_FIELDS)
+)
+_NEXT_WAITERS = FixedValues(
+    lambda chan, kind, after: PendingCase.objects.filter(channel_id=chan, kind=kind, id__gt=after)
+    .order_by("id").values_list(*_WAITER_FIELDS)[:WAITERS_READ]
+)
 _GOROUTINE_WAIT = FixedValues(
     lambda gid: Goroutine.objects.select_for_update().filter(pk=gid).values_list("status", "wait_seq")
 )
-
-
-def _read_waiters(locked: LockedChannels, qs, *, limited: bool) -> None:
-    if limited:
-        qs = qs.annotate(
-            rank=Window(RowNumber(), partition_by=[F("channel_id"), F("kind")], order_by=F("id").asc())
-        ).filter(rank__lte=WAITERS_READ)
-    _add_waiters(locked, qs.order_by("id").values_list(*_WAITER_FIELDS), limited=limited)
 
 
 def _add_waiters(locked: LockedChannels, rows: Iterable[tuple], *, limited: bool) -> None:
@@ -186,8 +186,9 @@ def _add_waiters(locked: LockedChannels, rows: Iterable[tuple], *, limited: bool
 def _read_more(locked: LockedChannels, chan: str, kind: str, *, everything: bool = False) -> None:
     """Read the waiters after the last one read for (chan, kind): the next few, or all of them."""
     locked.unread.discard((chan, kind))
-    qs = PendingCase.objects.filter(channel_id=chan, kind=kind, id__gt=locked.last_waiter.get((chan, kind), 0))
-    _read_waiters(locked, qs, limited=not everything)
+    after = locked.last_waiter.get((chan, kind), 0)
+    rows = (_WAITERS_AFTER if everything else _NEXT_WAITERS)(chan, kind, after)
+    _add_waiters(locked, rows, limited=not everything)
 
 
 def _refill(locked: LockedChannels) -> None:

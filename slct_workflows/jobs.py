@@ -11,6 +11,7 @@ from django.db import transaction
 from . import clock, conf, dispatch, engine, services
 from .db import fresh_connection, with_db_retries
 from .models import Outbox, OutboxStatus
+from .timer_loop import fire_due
 
 log = logging.getLogger("slct_workflows")
 
@@ -38,16 +39,9 @@ def fire_timers() -> int:
     """The scheduled timer job of one second: fire every due timer in bulk and enqueue the
     goroutines they woke. Returns how many fired."""
     fresh_connection()
-    fired = 0
-    deadline = time.monotonic() + 5 * conf.job_seconds()
-    while time.monotonic() < deadline:
-        ids = engine.fire_due_timers()
-        if not ids:
-            break
-        dispatch.wake_now(ids)
-        fired += len(ids)
-    else:
-        dispatch.get().timers_at(clock.now())  # more than a batch is due: go on in a new job
+    fired, done = fire_due(until=time.monotonic() + 5 * conf.job_seconds())
+    if not done:
+        dispatch.get().timers_at(clock.now())  # more is due than a job's time allows: go on in a new job
     return fired
 
 

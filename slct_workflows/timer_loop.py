@@ -23,15 +23,17 @@ log = logging.getLogger("slct_workflows")
 LEASE_SECONDS = 3.0
 
 
-def fire_due() -> int:
-    """Fire every timer due now and enqueue the woken goroutines. Returns how many fired."""
+def fire_due(until: float | None = None) -> tuple[int, bool]:
+    """Fire every timer due now, a bulk transaction at a time, and enqueue the woken goroutines;
+    stop at `until` (time.monotonic()) if given. Returns how many fired and whether none is left."""
     fired = 0
-    while True:
+    while until is None or time.monotonic() < until:
         ids = engine.fire_due_timers()
         if not ids:
-            return fired
+            return fired, True
         dispatch.wake_now(ids)
         fired += len(ids)
+    return fired, False
 
 
 class TimerLoop:
@@ -105,6 +107,6 @@ class TimerLoop:
         if due is None or due > now:
             wait = self.poll if due is None else (due - now).total_seconds()
             return max(0.001, min(self.poll, wait))
-        fired = fire_due()
+        fired, _ = fire_due()
         # Nothing fired although one is due: its goroutine is locked by a step right now.
         return 0.0 if fired else self.poll
