@@ -60,6 +60,12 @@ def ensure(names: Iterable[str], capacities: dict[str, int] | None = None) -> No
         )
 
 
+def make(rows: list[Channel]) -> None:
+    """Create channels a step makes (with their owner and policy); a name taken meanwhile is
+    left as it is (the caller checked it was free under its locks, as `ensure` does)."""
+    Channel.objects.bulk_create(sorted(rows, key=lambda c: c.name), ignore_conflicts=True)
+
+
 _LOCK_CHANNELS = FixedQuery(lambda names: Channel.objects.select_for_update().filter(name__in=names).order_by("name"))
 
 

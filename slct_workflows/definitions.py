@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
 from .errors import NotFound
+from .policy import ChannelPolicy
+from .values import is_name
 
 METHOD_NAME = re.compile(r"^([A-Za-z][A-Za-z0-9]*)_([A-Za-z0-9_]+)$")
 T = TypeVar("T")
@@ -27,6 +29,8 @@ class Definition:
     cls: type
     version: str = ""
     goroutines: dict[str, list[str]] = field(default_factory=dict)
+    # Send policies of the named channels this definition declares (`register(channels=...)`).
+    channels: dict[str, ChannelPolicy] = field(default_factory=dict)
 
     def method(self, name: str) -> Callable[..., Any]:
         func = getattr(self.cls, name, None)
@@ -97,9 +101,11 @@ def accepts_value(func: Callable[..., Any]) -> bool:
 
 
 @_cached_by_function
-def value_decoder(func: Callable[..., Any]) -> Callable[[Any], Any] | None:
-    """A value parameter annotated with a type that has `from_channel_value` gets decoded by it
-    (for example `result: slack.Result`)."""
+def value_decoder(func: Callable[..., Any]) -> Callable[[Any, dict | None, bool], Any] | None:
+    """A value parameter annotated with a type that has `from_delivery(value, source, closed)`
+    (or the simpler `from_channel_value(value)`) gets decoded by it (for example
+    `result: slack.Result`). `source` is what the server recorded of where the value came from
+    (a timer, a step, an external sender's verified identity), never anything inside the value."""
     params = list(inspect.signature(func).parameters.values())  # bound: (p, value)
     if len(params) < 2:
         return None
@@ -108,7 +114,11 @@ def value_decoder(func: Callable[..., Any]) -> Callable[[Any], Any] | None:
     except Exception:  # unresolvable annotations: pass the raw value
         return None
     hint = hints.get(params[1].name)
-    return getattr(hint, "from_channel_value", None)
+    full = getattr(hint, "from_delivery", None)
+    if full is not None:
+        return full
+    simple = getattr(hint, "from_channel_value", None)
+    return (lambda value, source, closed: simple(value)) if simple is not None else None
 
 
 class Registry:
@@ -116,7 +126,16 @@ class Registry:
         self._by_name: dict[str, dict[str, Definition]] = {}
         self._latest: dict[str, str] = {}
 
-    def add(self, name: str, cls: type, version: str = "") -> Definition:
+    def channel_policy(self, channel: str) -> ChannelPolicy | None:
+        """The policy some registered definition declares for the named channel, if any."""
+        for versions in self._by_name.values():
+            for d in versions.values():
+                if channel in d.channels:
+                    return d.channels[channel]
+        return None
+
+    def add(self, name: str, cls: type, version: str = "",
+            channels: dict[str, ChannelPolicy] | None = None) -> Definition:
         if not dataclasses.is_dataclass(cls):
             raise TypeError(f"process definition {name!r}: {cls.__name__} must be a @dataclass")
         missing = [f for f, has_default in Definition(name, cls).state_fields().items() if not has_default]
@@ -126,7 +145,16 @@ class Registry:
             )
         if not callable(getattr(cls, "Main_Start", None)):
             raise TypeError(f"process definition {name!r}: {cls.__name__} needs a Main_Start(self, p, input) method")
-        definition = Definition(name=name, cls=cls, version=version, goroutines=step_methods(cls))
+        declared = dict(channels or {})
+        for chan, policy in declared.items():
+            if not isinstance(policy, ChannelPolicy) or not is_name(chan):
+                raise TypeError(f"process definition {name!r}: channels= maps channel names to ChannelPolicy, "
+                                f"got {chan!r}: {policy!r}")
+            other = self.channel_policy(chan)
+            if other is not None and other != policy:
+                raise ValueError(f"process definition {name!r} declares channel {chan!r} {policy.describe()}, "
+                                 f"but another definition declares it {other.describe()}")
+        definition = Definition(name=name, cls=cls, version=version, goroutines=step_methods(cls), channels=declared)
         versions = self._by_name.setdefault(name, {})
         existing = versions.get(version)
         if existing is not None and _class_path(existing.cls) != _class_path(cls):
@@ -196,11 +224,15 @@ def _class_path(cls: type) -> str:
 registry = Registry()
 
 
-def register(name: str, *, version: str = "") -> Callable[[type[T]], type[T]]:
-    """Register a dataclass as the process definition `name` (optionally one `version` of it)."""
+def register(
+    name: str, *, version: str = "", channels: dict[str, ChannelPolicy] | None = None,
+) -> Callable[[type[T]], type[T]]:
+    """Register a dataclass as the process definition `name` (optionally one `version` of it).
+    `channels` declares who may send into named channels from outside, e.g.
+    `{"approvals": ChannelPolicy.restricted(permission="finance.approve")}` (docs/SECURITY.md)."""
 
     def decorator(cls: type[T]) -> type[T]:
-        registry.add(name, cls, version)
+        registry.add(name, cls, version, channels)
         return cls
 
     return decorator

@@ -27,15 +27,17 @@ from .definitions import Definition, accepts_value, registry, value_decoder
 from .errors import DeclarationError, NotFound
 from .fixed_sql import FixedInsert, FixedQuery, FixedSave, execute_together, read_together
 from .models import (
-    Event, EventKind, Goroutine, GoroutineStatus, Outbox, PendingCase, ProcessInstance, ProcessStatus, new_id,
+    Channel, Event, EventKind, Goroutine, GoroutineStatus, Outbox, PendingCase, ProcessInstance, ProcessStatus,
+    SendPolicy, new_id,
 )
+from .policy import ChannelPolicy
 from .process import Process
 from .values import ValueError_, to_json
 
 log = logging.getLogger("slct_workflows")
 
 
-LIVE = (GoroutineStatus.RUNNABLE, GoroutineStatus.BLOCKED, GoroutineStatus.FAILED)
+LIVE = (GoroutineStatus.RUNNABLE, GoroutineStatus.BLOCKED, GoroutineStatus.FAILED, GoroutineStatus.PAUSED)
 
 
 @dataclass
@@ -236,7 +238,7 @@ class Step:
         value = g.next_value
         decoder = value_decoder(func)
         if decoder is not None:
-            value = decoder(value)
+            value = decoder(value, g.next_source, g.next_closed)
         if accepts_value(func):
             func(p, value)
         else:
@@ -258,7 +260,7 @@ class Step:
         cases = list(d.cases or [])
         if d.call is not None:
             cases = [self._start_child(p)]
-        names = {c.channel for c in cases if c.channel} | set(d.closes) | {n for n, _ in d.made}
+        names = {c.channel for c in cases if c.channel} | set(d.closes) | {m[0] for m in d.made}
         finishing = d.finished
         if proc.result_channel:
             names.add(proc.result_channel)  # this step may end the process and answer its parent
@@ -301,13 +303,19 @@ class Step:
         self._save_step(EventKind.STEP)
         return runnable_again
 
-    def _make_channels(self, p: Process, made: list[tuple[str, int]]) -> None:
+    def _make_channels(self, p: Process, made: list[tuple[str, int, ChannelPolicy]]) -> None:
         from .models import Channel
 
-        for name, capacity in made:
+        if not made:
+            return
+        for name, _, _ in made:
             if Channel.objects.filter(pk=name).exists():
                 raise p._fail(f"make_chan: channel {name!r} already exists")
-        channels.ensure([n for n, _ in made], dict(made))
+        channels.make([
+            Channel(name=name, capacity=capacity, owner=self.proc.id, policy=policy.policy,
+                    send_permission=policy.permission, send_group=policy.group)
+            for name, capacity, policy in made
+        ])
 
     def _start_child(self, p: Process) -> semantics.Case:
         from .services import create_process_rows
@@ -321,7 +329,8 @@ class Step:
             raise p._fail(f"call(): a process with id {call.id!r} already exists")
         child_id = call.id or new_id()
         result_channel = f"result-{child_id}"
-        channels.ensure([result_channel], {result_channel: 1})
+        # Private: only the child's last step (or its cancellation) answers the parent.
+        channels.make([Channel(name=result_channel, capacity=1, owner=self.proc.id, policy=SendPolicy.PRIVATE)])
         child, main = create_process_rows(
             child_def, call.input, child_id, parent=self.proc, result_channel=result_channel, now=self.now
         )
@@ -440,7 +449,7 @@ def _case_channel(case: str) -> str:
 def end_goroutines(proc: ProcessInstance, *, exclude: int | None, status: str) -> list[int]:
     """Cancel/finish every live goroutine of `proc` (locked, in id order) and drop their cases."""
     qs = Goroutine.objects.select_for_update().filter(
-        process=proc, status__in=[GoroutineStatus.RUNNABLE, GoroutineStatus.BLOCKED, GoroutineStatus.FAILED]
+        process=proc, status__in=LIVE
     ).order_by("id")
     if exclude is not None:
         qs = qs.exclude(pk=exclude)

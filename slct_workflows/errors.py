@@ -19,6 +19,12 @@ class InvalidInput(SlctError):
     code = "invalid"
 
 
+class Forbidden(SlctError):
+    """The sender may not send into (or close) this channel: its send policy refuses them."""
+
+    code = "forbidden"
+
+
 class ChannelClosed(Conflict):
     code = "channel_closed"
 

@@ -36,13 +36,16 @@ class GoroutineStatus(models.TextChoices):
     DONE = "done", "Done"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
+    # Stopped by the runaway guard (its selects kept firing at once); an operator resumes it.
+    PAUSED = "paused", "Paused"
 
 
 GOROUTINE_TRANSITIONS: dict[str, set[str]] = {
     GoroutineStatus.RUNNABLE: {
         GoroutineStatus.RUNNABLE, GoroutineStatus.BLOCKED, GoroutineStatus.DONE,
-        GoroutineStatus.FAILED, GoroutineStatus.CANCELLED,
+        GoroutineStatus.FAILED, GoroutineStatus.CANCELLED, GoroutineStatus.PAUSED,
     },
+    GoroutineStatus.PAUSED: {GoroutineStatus.RUNNABLE, GoroutineStatus.CANCELLED},
     GoroutineStatus.BLOCKED: {GoroutineStatus.RUNNABLE, GoroutineStatus.DONE, GoroutineStatus.CANCELLED},
     GoroutineStatus.FAILED: {GoroutineStatus.RUNNABLE, GoroutineStatus.CANCELLED},
     GoroutineStatus.DONE: set(),
@@ -111,6 +114,10 @@ class Goroutine(models.Model):
     retry_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
     runnable_since = models.DateTimeField(null=True, blank=True)
+    # The runaway guard: steps in a row whose select fired at once (reset when it blocks), and
+    # why the goroutine was paused.
+    hot_steps = models.PositiveIntegerField(default=0)
+    paused_reason = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -137,16 +144,31 @@ class Goroutine(models.Model):
         return self.name.split("#", 1)[0]
 
 
+class SendPolicy(models.TextChoices):
+    """Who may send into (or close) a channel from outside a step (docs/SECURITY.md)."""
+
+    OPEN = "open", "Open to holders of the send permission"
+    RESTRICTED = "restricted", "Restricted to a permission or group"
+    PRIVATE = "private", "Private: steps and the runtime only"
+
+
 class Channel(models.Model):
     name = models.CharField(primary_key=True, max_length=200)
     capacity = models.PositiveIntegerField(default=0)
     closed = models.BooleanField(default=False)
     next_seq = models.PositiveBigIntegerField(default=0)  # orders buffered values
+    # The process whose step made the channel ("" for named channels and REST-made ones) and
+    # who may send into it from outside.
+    owner = models.CharField(max_length=200, blank=True, default="")
+    policy = models.CharField(max_length=16, choices=SendPolicy.choices, default=SendPolicy.OPEN)
+    send_permission = models.CharField(max_length=200, blank=True, default="")  # "app_label.codename"
+    send_group = models.CharField(max_length=150, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     closed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]
+        permissions = [("operator_send", "Can send into and close channels from the admin (audited)")]
 
     def __str__(self) -> str:
         return self.name
@@ -211,6 +233,8 @@ class EventKind(models.TextChoices):
     CLOSE = "close", "Channel closed"
     MIGRATE = "migrate", "Status migrated"
     STATE = "state", "State edited by an operator"
+    PAUSE = "pause", "Paused by the runaway guard"
+    RESUME = "resume", "Resumed by an operator"
 
 
 class Event(models.Model):
@@ -262,6 +286,8 @@ class ExternalSend(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     delivered_to = models.CharField(max_length=300, blank=True, default="")
+    # Who sent it, as the server established it (the REST/admin user, the verified Slack user).
+    sender = models.JSONField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -13,6 +13,7 @@ from typing import Any, Callable
 from . import semantics
 from .definitions import split_method
 from .errors import DeclarationError
+from .policy import ChannelPolicy
 from .values import MAX_CAPACITY, NAME_RULE, ValueError_, is_name, to_json
 
 @dataclass
@@ -42,16 +43,12 @@ class StepDecls:
     cases: list[semantics.Case] | None = None
     gos: list[GoDecl] = field(default_factory=list)
     closes: list[str] = field(default_factory=list)
-    made: list[tuple[str, int]] = field(default_factory=list)
+    made: list[tuple[str, int, ChannelPolicy]] = field(default_factory=list)
     finished: bool = False
     output: Any = None
     call: CallDecl | None = None
     on_commit: list[CommitDecl] = field(default_factory=list)
     open_cases: int = 0  # cases begun with recv()/send()/... but never given .to()
-
-    def channels(self) -> set[str]:
-        names = {c.channel for c in self.cases or [] if c.channel}
-        return names | set(self.closes) | {n for n, _ in self.made}
 
 
 class Process:
@@ -147,11 +144,16 @@ class Process:
         self.decls.finished = True
         self.decls.output = self._json(output, "finish() output")
 
-    def make_chan(self, capacity: int = 0, name: str | None = None) -> str:
+    def make_chan(self, capacity: int = 0, name: str | None = None, *, policy: ChannelPolicy | None = None) -> str:
+        """Make a channel (buffered when capacity > 0). It is private unless `policy` opens it
+        (`ChannelPolicy.open()`, `ChannelPolicy.restricted(permission=..., group=...)`): steps
+        send into it, nobody from outside does."""
         if not isinstance(capacity, int) or isinstance(capacity, bool) or not 0 <= capacity <= MAX_CAPACITY:
             raise self._fail(f"channel capacity must be an integer from 0 to {MAX_CAPACITY}, got {capacity!r}")
+        if policy is not None and not isinstance(policy, ChannelPolicy):
+            raise self._fail(f"make_chan(policy=...) takes a ChannelPolicy, got {policy!r}")
         chan = self._channel(name) if name is not None else f"chan-{uuid.uuid4().hex}"
-        self.decls.made.append((chan, capacity))
+        self.decls.made.append((chan, capacity, policy or ChannelPolicy.private()))
         return chan
 
     def close(self, channel: str) -> None:

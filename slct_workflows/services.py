@@ -11,7 +11,8 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from . import channels, clock, dispatch, semantics
+from . import access, channels, clock, dispatch, semantics
+from .access import Sender
 from .db import with_db_retries
 from .definitions import Definition, registry
 from .engine import deliver_result, end_goroutines
@@ -267,21 +268,33 @@ class SendResult:
     send: ExternalSend | None = None
 
 
-def send(channel: str, value: Any, key: str, *, wait: bool = True, create: bool = False) -> SendResult:
+def send(
+    channel: str, value: Any, key: str, *, wait: bool = True, create: bool = False, sender: Sender | None = None,
+) -> SendResult:
     """Send `value` into `channel` from outside, at most once per idempotency `key`.
 
     `delivered`: a blocked receiver took it; `buffered`; `waiting`: held as a pending send until a
     receiver comes (only with wait=True); with wait=False and nobody ready, NoReceiver is raised and
     the refusal is remembered under the key. A closed channel raises ChannelClosed (nothing stored).
+    `sender` is who sends as the door verified it (REST, Slack, admin): the channel's policy is
+    checked against it (Forbidden, nothing stored) and it is recorded with the send; None is
+    trusted server code.
     """
     _name(channel, "channel name")
     if not isinstance(key, str) or not key or len(key) > 255 or not key.isprintable():
         raise InvalidInput("an idempotency key (1-255 printable characters) is required")
     value = _json(value, "value")
     fp = fingerprint(channel, value)
+    provenance = sender.provenance() if sender is not None else None
 
     def attempt() -> SendResult:
         with transaction.atomic():
+            # The policy first: a refused sender learns nothing, not even a repeated key's answer.
+            row = Channel.objects.filter(pk=channel).first()
+            if row is None and (not create or sender is not None):
+                raise NotFound(f"unknown channel {channel!r}")
+            if row is not None:
+                access.check(row, sender, "send")
             previous = ExternalSend.objects.filter(pk=key).first()
             if previous is not None:
                 return _repeat(previous, fp)
@@ -301,12 +314,15 @@ def send(channel: str, value: Any, key: str, *, wait: bool = True, create: bool 
             try:
                 with transaction.atomic():
                     record = ExternalSend.objects.create(
-                        key=key, channel=channel, value=value, fingerprint=fp, status=SendStatus.WAITING
+                        key=key, channel=channel, value=value, fingerprint=fp, status=SendStatus.WAITING,
+                        sender=provenance,
                     )
             except IntegrityError:  # the same key raced us and won
                 return _repeat(ExternalSend.objects.get(pk=key), fp)
             now = clock.now()
-            source = {"external": key}
+            # Travels with the value to its receiver (the step's `next_source`, a buffered value's
+            # source): what the server recorded of the sender, never anything from the value.
+            source = {"external": key, **({"sender": provenance} if provenance else {})}
             if outcome == "blocked" and not wait:
                 record.status = SendStatus.NO_RECEIVER
             elif outcome == "blocked":
@@ -347,19 +363,24 @@ def get_send(key: str) -> ExternalSend:
     return record
 
 
-def close_channel(name: str) -> bool:
-    """Close a channel: blocked receivers and senders fire with `closed`. False if already closed."""
+def close_channel(name: str, *, sender: Sender | None = None) -> bool:
+    """Close a channel: blocked receivers and senders fire with `closed`. False if already closed.
+    `sender` as for `send` (a private channel cannot be closed from outside)."""
     _name(name, "channel name")
+    provenance = sender.provenance() if sender is not None else None
 
     def attempt() -> bool:
         with transaction.atomic():
             locked = channels.lock([name])
             if name not in locked.rows:
                 raise NotFound(f"unknown channel {name!r}")
+            access.check(locked.rows[name], sender, "close")
             now = clock.now()
-            changed = channels.close(locked, name, now, {"external": "close"})
+            source = {"external": "close", **({"sender": provenance} if provenance else {})}
+            changed = channels.close(locked, name, now, source)
             if changed:
-                Event.objects.create(kind=EventKind.CLOSE, channel=name, started_at=now, finished_at=now)
+                Event.objects.create(kind=EventKind.CLOSE, channel=name, source=source,
+                                     started_at=now, finished_at=now)
             channels.wake_after_commit(locked)
             return changed
 

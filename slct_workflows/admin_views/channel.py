@@ -14,6 +14,7 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 
 from .. import selectors, services
+from ..access import Sender
 from ..errors import SlctError
 from ..models import Channel, SendStatus
 from .common import (
@@ -147,7 +148,7 @@ def send_view(model_admin, request, object_id: str) -> HttpResponse:
             hidden={"value": form.cleaned_data["value"], "key": key, "wait": "on" if wait else ""},
         )
     try:
-        result = services.send(chan.name, value, key, wait=wait)
+        result = services.send(chan.name, value, key, wait=wait, sender=Sender.admin(request.user))
     except SlctError as exc:
         service_error(request, exc, f"send into channel {chan.name}")
         return redirect(channel_url(chan.name))
@@ -175,7 +176,7 @@ def close_view(model_admin, request, object_id: str) -> HttpResponse:
     chan = get_object_or_404(Channel, pk=unquote(object_id))
     if confirmed(request):
         try:
-            changed = services.close_channel(chan.name)
+            changed = services.close_channel(chan.name, sender=Sender.admin(request.user))
         except SlctError as exc:
             service_error(request, exc, f"close channel {chan.name}")
         else:

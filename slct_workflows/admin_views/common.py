@@ -18,7 +18,7 @@ from ..errors import SlctError
 
 APP = "slct_workflows"
 PERM_OPERATE_PROCESS = f"{APP}.change_processinstance"  # cancel, retry, sweep
-PERM_SEND = f"{APP}.add_externalsend"  # send a value into a channel
+PERM_SEND = f"{APP}.operator_send"  # send a value into a channel (an audited operator action)
 PERM_CLOSE = f"{APP}.change_channel"  # close a channel
 PERM_VIEW_PROCESS = (f"{APP}.view_processinstance", f"{APP}.change_processinstance")
 

@@ -16,10 +16,11 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from ..errors import ChannelClosed, Conflict, InvalidInput, NoReceiver, NotFound, QueueUnavailable, SlctError
+from ..errors import ChannelClosed, Conflict, Forbidden, InvalidInput, NoReceiver, NotFound, QueueUnavailable, SlctError
 
 SERVICE_STATUS: list[tuple[type[SlctError], int]] = [
     (NotFound, status.HTTP_404_NOT_FOUND),
+    (Forbidden, status.HTTP_403_FORBIDDEN),
     (ChannelClosed, status.HTTP_409_CONFLICT),
     (NoReceiver, status.HTTP_409_CONFLICT),
     (Conflict, status.HTTP_409_CONFLICT),

@@ -16,6 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from .. import conf, selectors, services
+from ..access import Sender
 from ..definitions import registry
 from ..errors import NotFound
 from ..models import SendStatus
@@ -327,7 +328,8 @@ class ChannelSendView(SlctAPIView):
                 f"the {IDEMPOTENCY_HEADER} header is required: 1-{MAX_KEY} printable characters, unique per send"
             )
         body = self.body(s.SendSerializer)
-        result = services.send(name, body["value"], key, wait=body["wait"], create=False)
+        result = services.send(name, body["value"], key, wait=body["wait"], create=False,
+                               sender=Sender.rest(request.user))
         first_waited = result.status in (SendStatus.WAITING, SendStatus.RECEIVED, SendStatus.CLOSED)
         data = s.SendResultSerializer(result.send, context={"repeated": result.repeated}).data
         headers = {"Location": f"/api/sends/{key}/"} if first_waited else {}
@@ -347,7 +349,7 @@ class ChannelCloseView(SlctAPIView):
         responses={200: s.CloseResultSerializer, **_errors(*WRITE_ERRORS)},
     )
     def post(self, request: Request, name: str) -> Response:
-        changed = services.close_channel(name)
+        changed = services.close_channel(name, sender=Sender.rest(request.user))
         return Response(s.CloseResultSerializer(services.get_channel(name), context={"changed": changed}).data)
 
 

@@ -71,7 +71,7 @@ def test_cancelling_a_finished_process_is_an_error_message_not_a_500(run, admin_
 def test_cancel_and_retry_need_change_processinstance(run, failed, make_client):
     pid = run.start("reminder")
     client = make_client(*[
-        "view_processinstance", "view_channel", "add_externalsend", "change_channel", "change_goroutine",
+        "view_processinstance", "view_channel", "operator_send", "change_channel", "change_goroutine",
     ])
     for url in (f"{P}/{pid}/cancel/", f"{P}/{failed}/retry/", f"{P}/sweep/"):
         assert client.get(url).status_code == 403, url
@@ -213,7 +213,7 @@ def test_send_into_a_closed_channel_is_an_error_message(run, admin_client_):
     assert ExternalSend.objects.count() == 0
 
 
-def test_send_needs_add_externalsend(run, make_client):
+def test_send_needs_operator_send(run, make_client):
     pid = run.start("reminder")
     client = make_client("view_processinstance", "view_channel", "change_channel", "change_processinstance")
     assert 'id="slct-send"' not in client.get(f"{C}/answers/change/").content.decode()
@@ -221,7 +221,7 @@ def test_send_needs_add_externalsend(run, make_client):
     data = {"value": "1", "wait": "on", "key": "admin-" + "a" * 32, "confirm": "yes"}
     assert client.post(f"{C}/answers/send/", data).status_code == 403
     assert ExternalSend.objects.count() == 0 and status(pid) == "running"
-    sender = make_client("view_channel", "add_externalsend")
+    sender = make_client("view_channel", "operator_send")
     assert sender.post(f"{C}/answers/send/", data).status_code == 302
     assert ExternalSend.objects.count() == 1
 
@@ -244,7 +244,7 @@ def test_close_asks_first_then_closes_and_wakes_the_receivers(run, admin_client_
 
 def test_close_needs_change_channel(run, make_client):
     run.start("reminder")
-    client = make_client("view_channel", "add_externalsend", "change_processinstance")
+    client = make_client("view_channel", "operator_send", "change_processinstance")
     assert client.get(f"{C}/answers/close/").status_code == 403
     assert client.post(f"{C}/answers/close/", {"confirm": "yes"}).status_code == 403
     assert not services.get_channel("answers").closed
