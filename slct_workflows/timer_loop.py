@@ -16,7 +16,7 @@ import time
 
 from django.db import connection
 
-from . import clock, conf, dispatch, engine
+from . import clock, conf, dispatch, engine, heartbeat
 
 log = logging.getLogger("slct_workflows")
 
@@ -40,7 +40,7 @@ class TimerLoop:
     def __init__(self, redis, name: str, *, poll: float | None = None) -> None:
         self.redis, self.name = redis, name
         self.poll = conf.timer_poll_seconds() if poll is None else poll
-        self.key = f"slct:timer-loop:{conf.queue_name()}"
+        self.key = heartbeat.leader_key()
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
         self.renew_at = 0.0  # monotonic time of the next lease renewal while leading
