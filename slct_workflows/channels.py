@@ -61,9 +61,10 @@ def ensure(names: Iterable[str], capacities: dict[str, int] | None = None) -> No
 
 
 def make(rows: list[Channel]) -> None:
-    """Create channels a step makes (with their owner and policy); a name taken meanwhile is
-    left as it is (the caller checked it was free under its locks, as `ensure` does)."""
-    Channel.objects.bulk_create(sorted(rows, key=lambda c: c.name), ignore_conflicts=True)
+    """Create channels a step makes, with their owner and policy. A name taken meanwhile raises
+    IntegrityError (the step fails and retries, then finds the name taken): never adopt a row
+    someone else made, or an outsider could pre-create a private channel's name as open."""
+    Channel.objects.bulk_create(sorted(rows, key=lambda c: c.name))
 
 
 _LOCK_CHANNELS = FixedQuery(lambda names: Channel.objects.select_for_update().filter(name__in=names).order_by("name"))

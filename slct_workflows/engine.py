@@ -329,6 +329,8 @@ class Step:
             raise p._fail(f"call(): a process with id {call.id!r} already exists")
         child_id = call.id or new_id()
         result_channel = f"result-{child_id}"
+        if Channel.objects.filter(pk=result_channel).exists():
+            raise p._fail(f"call(): channel {result_channel!r} already exists; choose another child id")
         # Private: only the child's last step (or its cancellation) answers the parent.
         channels.make([Channel(name=result_channel, capacity=1, owner=self.proc.id, policy=SendPolicy.PRIVATE)])
         child, main = create_process_rows(

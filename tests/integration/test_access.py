@@ -218,3 +218,13 @@ def test_conflicting_declarations_are_refused():
     assert registry.channel_policy("acc-approvals") == ChannelPolicy.restricted(
         permission="slct_workflows.change_processinstance"
     )
+
+
+def test_a_precreated_result_channel_is_not_adopted(runner, django_user_model):
+    # An outsider who guesses a child id makes its result channel first (open, theirs)...
+    client = _client(django_user_model, *SENDER, "add_channel")
+    assert client.post("/api/channels/", {"name": "result-acc-child", "capacity": 1}, format="json").status_code == 201
+    pid = runner.start("acc-parent")
+    # ...the call refuses the name instead of delivering the child's result into their channel.
+    runner.assert_failed(pid, "already exists")
+    assert Channel.objects.get(pk="result-acc-child").owner == ""
