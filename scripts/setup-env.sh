@@ -1,4 +1,8 @@
 # Sourced by run.sh and test.sh: a virtualenv with the pinned requirements, and a Redis.
+# Development mode is asked for here, explicitly: the settings default to production (DEBUG off,
+# a real SECRET_KEY and ALLOWED_HOSTS required; docs/SECURITY.md). DEBUG=0 in the environment
+# keeps production behaviour for these scripts too.
+export DEBUG="${DEBUG:-1}"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi

@@ -1,8 +1,17 @@
 """Settings, all driven by the environment so one code base runs on a laptop and in production.
 
+Production is the default: DEBUG is off unless DEBUG=1 is set (scripts/setup-env.sh, sourced by
+run.sh and test.sh, sets it for development). With DEBUG off a real SECRET_KEY and ALLOWED_HOSTS
+are required and the HTTPS settings are on; docs/SECURITY.md lists the production environment
+under which `manage.py check --deploy --fail-level WARNING` passes.
+
 DATABASE_URL  -- default: SQLite file in .slct/ (WAL, IMMEDIATE transactions)
+CONN_MAX_AGE  -- seconds a web process keeps a database connection (default 0: one per request)
+SLCT_WORKER_CONN_MAX_AGE -- the same for RQ workers (default 600; see slct_workflows.worker)
 REDIS_URL     -- default: the embedded redis-server that run.sh/test.sh start (see embedded_redis.py)
-SECRET_KEY, DEBUG, ALLOWED_HOSTS
+DEBUG, SECRET_KEY, SECRET_KEY_FALLBACKS, ALLOWED_HOSTS, CSRF_TRUSTED_ORIGINS
+SESSION_COOKIE_SECURE, CSRF_COOKIE_SECURE, SECURE_SSL_REDIRECT, SECURE_HSTS_SECONDS,
+SECURE_HSTS_INCLUDE_SUBDOMAINS, SECURE_HSTS_PRELOAD, SECURE_PROXY_SSL_HEADER -- docs/SECURITY.md
 SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_API_URL, SLACK_DEFAULT_CHANNEL, SLACK_COMMAND_USERS (docs/SLACK.md)
 SLCT_* -- engine settings, read through slct_workflows.conf
 """
@@ -28,9 +37,111 @@ def _env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name} must be a boolean (true/false), got {raw!r}")
 
 
-SECRET_KEY = os.environ.get("SECRET_KEY", "dev-insecure-slct-secret-key-change-me-in-production")
-DEBUG = _env_bool("DEBUG", True)
-ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "*").split(",") if h]
+def _env_int(name: str, default: int, minimum: int = 0) -> int:
+    raw = os.environ.get(name, "")
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ImproperlyConfigured(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _env_list(name: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]
+
+
+DEBUG = _env_bool("DEBUG", False)
+
+# -- the secret key -------------------------------------------------------------------------------
+# The development key (and the old default every checkout shared) is refused in production, as is
+# a key Django's check security.W009 calls weak: signed sessions, password reset tokens and CSRF
+# tokens are only as secret as this.
+DEV_SECRET_KEY = "dev-insecure-slct-secret-key-change-me-in-production"
+KNOWN_PUBLIC_KEYS = {DEV_SECRET_KEY}
+SECRET_KEY_HOWTO = (
+    "generate one with: python -c 'from django.core.management.utils import get_random_secret_key; "
+    "print(get_random_secret_key())'"
+)
+
+
+SECRET_KEY_INSECURE_PREFIX, SECRET_KEY_MIN_LENGTH, SECRET_KEY_MIN_UNIQUE_CHARACTERS = "django-insecure-", 50, 5
+
+
+def _secret_key_problem(key: str) -> str | None:
+    """Why Django's check security.W009 (the same thresholds) would call this key weak, if it would."""
+    if key in KNOWN_PUBLIC_KEYS:
+        return "is the published development key"
+    if key.startswith(SECRET_KEY_INSECURE_PREFIX):
+        return f"starts with {SECRET_KEY_INSECURE_PREFIX!r} (a key made by startproject for development)"
+    if len(key) < SECRET_KEY_MIN_LENGTH:
+        return f"is {len(key)} characters long; it needs at least {SECRET_KEY_MIN_LENGTH}"
+    if len(set(key)) < SECRET_KEY_MIN_UNIQUE_CHARACTERS:
+        return f"has {len(set(key))} distinct characters; it needs at least {SECRET_KEY_MIN_UNIQUE_CHARACTERS}"
+    return None
+
+
+def _secret_key() -> str:
+    key = os.environ.get("SECRET_KEY", "")
+    if DEBUG:
+        return key or DEV_SECRET_KEY
+    if not key:
+        raise ImproperlyConfigured(
+            f"SECRET_KEY is not set and DEBUG is off (production). Set SECRET_KEY; {SECRET_KEY_HOWTO}. "
+            "For development set DEBUG=1 (run.sh and test.sh do)."
+        )
+    problem = _secret_key_problem(key)
+    if problem:
+        raise ImproperlyConfigured(f"SECRET_KEY {problem}; DEBUG is off (production), so set a strong key: {SECRET_KEY_HOWTO}.")
+    return key
+
+
+def _secret_key_fallbacks() -> list[str]:
+    """Old keys still accepted for signatures while a key is rotated out (whitespace-separated)."""
+    keys = os.environ.get("SECRET_KEY_FALLBACKS", "").split()
+    for number, key in enumerate(keys, 1):
+        problem = None if DEBUG else _secret_key_problem(key)
+        if problem:
+            raise ImproperlyConfigured(f"SECRET_KEY_FALLBACKS: key {number} {problem}.")
+    return keys
+
+
+SECRET_KEY = _secret_key()
+SECRET_KEY_FALLBACKS = _secret_key_fallbacks()
+
+# -- hosts and HTTPS ------------------------------------------------------------------------------
+# Development: this machine's names (and "testserver", the test client's host). Production: the
+# names the site is served under, required.
+DEV_ALLOWED_HOSTS = [".localhost", "127.0.0.1", "[::1]", "testserver"]
+ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS")
+if not ALLOWED_HOSTS:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "ALLOWED_HOSTS is empty and DEBUG is off (production). Set ALLOWED_HOSTS to the comma-separated "
+            "host names the site is served under (for example ALLOWED_HOSTS=slct.example.com)."
+        )
+    ALLOWED_HOSTS = DEV_ALLOWED_HOSTS
+# Origins (scheme://host[:port]) allowed to POST with a session cookie, e.g. https://slct.example.com.
+CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS")
+if any("://" not in origin for origin in CSRF_TRUSTED_ORIGINS):
+    raise ImproperlyConfigured(f"CSRF_TRUSTED_ORIGINS entries need a scheme (https://...), got {CSRF_TRUSTED_ORIGINS}")
+
+SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = _env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+SESSION_COOKIE_HTTPONLY = True
+SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+# Load balancers and Prometheus probe these over plain http inside the network: not redirected.
+SECURE_REDIRECT_EXEMPT = [r"^healthz/?$", r"^readyz/?$", r"^metrics/?$"]
+SECURE_HSTS_SECONDS = _env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = _env_bool("SECURE_HSTS_PRELOAD", False)
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and strips it from clients):
+# SECURE_PROXY_SSL_HEADER=1 makes request.is_secure() trust it. Never set it without such a proxy.
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if _env_bool("SECURE_PROXY_SSL_HEADER", False) else None
+X_FRAME_OPTIONS = "DENY"
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -78,15 +189,28 @@ TEMPLATES = [
 ]
 
 
+# Web processes hold a connection only for the request unless CONN_MAX_AGE says otherwise: the
+# development server runs each request in a thread of its own, and Django's docs warn against
+# persistent connections there. Under gunicorn's threaded workers (pooled threads) a CONN_MAX_AGE
+# of 60 or so saves a connect per request. RQ workers keep theirs (slct_workflows.worker sets
+# SLCT_WORKER_CONN_MAX_AGE on the connection at bootstrap). A health check before reuse replaces a
+# connection the database dropped instead of failing the request with it.
+CONN_MAX_AGE = _env_int("CONN_MAX_AGE", 0)
+SLCT_WORKER_CONN_MAX_AGE = _env_int("SLCT_WORKER_CONN_MAX_AGE", 600)
+
+
 def _database() -> dict:
     url = os.environ.get("DATABASE_URL", "")
     if url:
-        db = dj_database_url.parse(url, conn_max_age=600)
+        db = dj_database_url.parse(url, conn_max_age=CONN_MAX_AGE, conn_health_checks=True)
     else:
         db = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(DATA_DIR / "db.sqlite3")}
+    db["CONN_MAX_AGE"] = CONN_MAX_AGE
+    db["CONN_HEALTH_CHECKS"] = True
     if db["ENGINE"] == "django.db.backends.sqlite3":
         # WAL lets readers run beside the single writer; IMMEDIATE makes writers queue on
         # BEGIN (for `timeout` seconds) instead of failing with "database is locked" mid-step.
+        # (WAL is a property of the file: the PRAGMAs a new connection runs cost microseconds.)
         db.setdefault("OPTIONS", {}).update(
             {
                 "transaction_mode": "IMMEDIATE",
@@ -97,8 +221,6 @@ def _database() -> dict:
         # A file (not :memory:) so that RQ worker processes in the tests share the test database;
         # one per test run, so that runs side by side do not delete each other's.
         db["TEST"] = {"NAME": str(DATA_DIR / f"test-{os.getpid()}.sqlite3")}
-        # Kept open across jobs, as for PostgreSQL: a new connection per job re-runs the PRAGMAs.
-        db["CONN_MAX_AGE"] = 600
     else:
         # One test database per test run, so that runs side by side do not drop each other's.
         db["TEST"] = {"NAME": f"test_{db.get('NAME') or 'slct'}_{os.getpid()}"}
