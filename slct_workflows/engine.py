@@ -46,6 +46,8 @@ class StepResult:
     runnable_again: bool = False  # the goroutine's select fired at once: it can run another step
     woken: tuple[int, ...] = ()
     blocked: bool = False  # the goroutine is blocked: only a due timer can make it run
+    failed: bool = False  # the method raised: the step rolled back and its failure was recorded
+    runnable_since: datetime | None = None  # when the step's goroutine became runnable (wake-up latency)
 
 
 class StepFailed(Exception):
@@ -199,6 +201,7 @@ class Step:
         self.others_live = any(x.id != g.id and x.status in LIVE for x in goroutines)
         self.started_goroutines = False  # this step ran p.go(...)
         self.started = time.perf_counter()
+        self.runnable_since = g.runnable_since  # read before the step overwrites it
         self.woken: list[int] = []
         self.detail: dict[str, Any] = {}
         self.source = {"process": proc.id, "goroutine": g.name, "seq": proc.step_count + 1}
@@ -225,7 +228,9 @@ class Step:
                 wait_seq=g.wait_seq, attempts=g.attempts,
             ) from exc
         channels.wake_after_commit(self.locked, self.woken)
-        return StepResult(ran=True, runnable_again=runnable_again, woken=tuple(self.woken))
+        return StepResult(
+            ran=True, runnable_again=runnable_again, woken=tuple(self.woken), runnable_since=self.runnable_since
+        )
 
     def _call(self, definition: Definition, instance: Any, p: Process) -> None:
         g = self.g
@@ -438,7 +443,7 @@ class Step:
             kind = EventKind.ERROR
             self.detail["retry_at"] = g.retry_at.isoformat()
         self._save_step(kind, error=g.last_error, tb=tb)
-        return StepResult(ran=True)
+        return StepResult(ran=True, failed=True)
 
 
 def _case_channel(case: str) -> str:
