@@ -103,3 +103,68 @@ def timer_poll_seconds() -> float:
 def wake_batch() -> int:
     """Goroutine ids one wake job carries (a thousand timers due together: fifty jobs, not a thousand)."""
     return _int("SLCT_WAKE_BATCH", 20, minimum=1)
+
+
+# -- health and metrics (slct_workflows.health, slct_workflows.metrics; docs/OPERATIONS.md) -----
+
+def metrics_token() -> str:
+    """SLCT_METRICS_TOKEN: the Bearer token a scraper presents to /metrics ("" = no token)."""
+    raw = _raw("SLCT_METRICS_TOKEN", "")
+    if raw is None:
+        return ""
+    if not isinstance(raw, str):
+        raise ImproperlyConfigured("SLCT_METRICS_TOKEN must be a string")
+    token = raw.strip()
+    if token and (len(token) < 16 or any(c.isspace() for c in token) or not token.isprintable()):
+        raise ImproperlyConfigured(
+            "SLCT_METRICS_TOKEN must be at least 16 printable characters without spaces (or empty to turn it off)"
+        )
+    return token
+
+
+def metrics_allow() -> list:
+    """SLCT_METRICS_ALLOW: the addresses (IPs or CIDRs, comma-separated, or a list in settings)
+    that may scrape /metrics, matched against the connecting address ([] = no allow list)."""
+    import ipaddress
+
+    raw = _raw("SLCT_METRICS_ALLOW", "")
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        items = raw.split(",")
+    elif isinstance(raw, (list, tuple)):
+        items = list(raw)
+    else:
+        raise ImproperlyConfigured("SLCT_METRICS_ALLOW must be a comma-separated string or a list of IPs/CIDRs")
+    networks = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(f"SLCT_METRICS_ALLOW: {text!r} is not an IP address or CIDR") from None
+    return networks
+
+
+def metrics_multiproc_dir() -> str:
+    """PROMETHEUS_MULTIPROC_DIR (environment only: prometheus_client reads it when imported): the
+    directory the web server and the workers of one host share for counters and histograms
+    ("" = single-process metrics)."""
+    raw = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if raw and not os.path.isdir(raw):
+        raise ImproperlyConfigured(f"PROMETHEUS_MULTIPROC_DIR={raw!r} is not a directory")
+    return raw
+
+
+def ready_worker_seconds() -> float:
+    """/readyz counts a worker as live if its RQ heartbeat is at most this old (seconds). RQ's idle
+    workers beat every worker_ttl - 15 s (405 s by default) and their key expires after
+    worker_ttl + 60 s (480 s): the default matches that."""
+    return _float("SLCT_READY_WORKER_SECONDS", 480.0, minimum=1.0)
+
+
+def health_timeout() -> float:
+    """Seconds /readyz waits for Redis before calling it down."""
+    return _float("SLCT_HEALTH_TIMEOUT", 2.0, minimum=0.1)
