@@ -50,6 +50,8 @@ def _run(goroutine_ids: list[int]) -> int:
     once), then the goroutine itself while its selects fire at once, then the job's other
     goroutines; until the job's step or time budget is spent. What is left goes back to the
     front of the queue, also when a step raises."""
+    from . import metrics
+
     steps = 0
     queue = list(goroutine_ids)
     deadline = time.monotonic() + conf.job_seconds()
@@ -57,11 +59,14 @@ def _run(goroutine_ids: list[int]) -> int:
         try:
             while queue and steps < conf.steps_per_job() and time.monotonic() < deadline:
                 current = queue.pop(0)
+                started = time.perf_counter()
                 result = engine.run_step(current)
                 if result.blocked and engine.fire_due_timer(current):
+                    started = time.perf_counter()
                     result = engine.run_step(current)
                 if not result.ran:
                     continue
+                metrics.observe_step(result, time.perf_counter() - started)
                 steps += 1
                 # The woken goroutine runs next: its sender is waiting for that rendezvous.
                 next_up = [*claimed, *([current] if result.runnable_again else [])]

@@ -1,0 +1,16 @@
+"""Health, readiness and metrics endpoints, mounted at the site root by slct_project/urls.py:
+
+    path("", include("slct_workflows.health_urls")),
+
+/healthz and /readyz are open (load balancers); /metrics needs SLCT_METRICS_TOKEN and/or
+SLCT_METRICS_ALLOW (docs/OPERATIONS.md).
+"""
+from django.urls import re_path
+
+from . import health, metrics
+
+urlpatterns = [
+    re_path(r"^healthz/?$", health.healthz, name="slct-healthz"),
+    re_path(r"^readyz/?$", health.readyz, name="slct-readyz"),
+    re_path(r"^metrics/?$", metrics.metrics_view, name="slct-metrics"),
+]
