@@ -201,12 +201,21 @@ def retry_process(process_id: str) -> ProcessInstance:
 def set_state(
     process_id: str, state: Any, *, expected_step_count: int | None = None, reason: str = ""
 ) -> ProcessInstance:
-    """Replace a process's state: a deliberate operator action, recorded in the history with the
-    state it replaced. `expected_step_count` (the step the operator looked at) refuses the edit
+    """Edit a process's state: a deliberate operator action, recorded in the history with the
+    state it replaced. The fields given replace those fields; fields left out keep their current
+    values. Each value must fit its field's type in the definition's dataclass (state_schema), within
+    REST's limits (nesting, storable JSON, SLCT_MAX_VALUE_BYTES): otherwise InvalidInput, and
+    nothing changes. `expected_step_count` (the step the operator looked at) refuses the edit
     with a Conflict if the process has moved on since."""
-    state = _json(state, "state")
+    from . import state_schema
+
     if not isinstance(state, dict):
         raise InvalidInput("state must be a JSON object of the definition's fields")
+    try:
+        state_schema.check_limits(state)
+    except ValueError as exc:
+        raise InvalidInput(f"state is not acceptable JSON: {exc}") from None
+    state = _json(state, "state")  # size limit, and the stored (plain JSON) form of what was given
 
     def attempt() -> ProcessInstance:
         with transaction.atomic():
@@ -222,15 +231,21 @@ def set_state(
                 definition = registry.for_process(proc.definition, proc.version)
             except NotFound as exc:
                 raise Conflict(f"cannot edit the state: {exc}") from None
-            unknown = sorted(set(state) - set(definition.state_fields()))
-            if unknown:
-                raise InvalidInput(f"{definition.cls.__name__} has no fields {unknown}")
             try:
-                normalized = to_json(definition.dump_state(definition.load_state(state)))
+                state_schema.check_fields(definition.cls, state)
+            except state_schema.StateError as exc:
+                raise InvalidInput(f"the state does not fit {definition.cls.__name__}: {exc}") from None
+            fields = definition.state_fields()
+            merged = {k: v for k, v in (proc.state or {}).items() if k in fields}
+            merged.update(state)
+            try:
+                normalized = to_json(definition.dump_state(definition.load_state(merged)))
+            except ValueError_ as exc:
+                raise InvalidInput(f"state is not acceptable JSON: {exc}") from None
             except (TypeError, ValueError) as exc:
                 raise InvalidInput(f"the state does not load into {definition.cls.__name__}: {exc}") from None
             before, proc.state = proc.state, normalized
-            _operator_event(proc, EventKind.STATE, {"reason": reason, "before": before})
+            _operator_event(proc, EventKind.STATE, {"reason": reason, "before": before, "fields": sorted(state)})
             proc.save()
             return proc
 
