@@ -60,8 +60,9 @@ DEBUG = _env_bool("DEBUG", False)
 # The development key (and the old default every checkout shared) is refused in production, as is
 # a key Django's check security.W009 calls weak: signed sessions, password reset tokens and CSRF
 # tokens are only as secret as this.
-DEV_SECRET_KEY = "dev-insecure-slct-secret-key-change-me-in-production"
-KNOWN_PUBLIC_KEYS = {DEV_SECRET_KEY}
+# "django-insecure-" makes Django's own check (security.W009) flag it too.
+DEV_SECRET_KEY = "django-insecure-slct-development-key-published-in-the-repository"
+KNOWN_PUBLIC_KEYS = {DEV_SECRET_KEY, "dev-insecure-slct-secret-key-change-me-in-production"}
 SECRET_KEY_HOWTO = (
     "generate one with: python -c 'from django.core.management.utils import get_random_secret_key; "
     "print(get_random_secret_key())'"
