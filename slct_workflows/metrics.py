@@ -28,6 +28,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import os
 from datetime import datetime
 from typing import Any, Iterable, Iterator
 
@@ -47,7 +48,12 @@ STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 # From runnable to committed: tens of milliseconds when workers keep up, minutes when they do not.
 WAKEUP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
 
-if prometheus_client is not None:
+LOCAL: Any = None  # this process's registry of the metrics below (None: not recording)
+_recording = False
+
+
+def _create_metrics() -> None:
+    global LOCAL, STEPS, STEP_FAILURES, STEP_SECONDS, WAKEUP_SECONDS, SWEEPS, SWEEP_REPAIRS, SWEEP_SECONDS
     # This process's step metrics. Not the global default registry: nothing else registered by a
     # library ends up in our endpoint twice, and tests can import this module freely.
     LOCAL = CollectorRegistry(auto_describe=True)
@@ -65,11 +71,26 @@ if prometheus_client is not None:
         "From a goroutine becoming runnable (woken, timer fired, started) to its step committing.",
         buckets=WAKEUP_BUCKETS, registry=LOCAL,
     )
-    SWEEPS = Counter("slct_sweeps", "Recovery sweeps run by this host's processes.", registry=LOCAL)
+    SWEEPS = Counter("slct_sweeps", "Recovery sweeps attempted, by outcome (ok, failed).", ["outcome"],
+                     registry=LOCAL)
     SWEEP_REPAIRS = Counter(
-        "slct_sweep_repairs", "Work a recovery sweep found lost and re-enqueued, by kind.", ["kind"],
-        registry=LOCAL,
+        "slct_sweep_repairs", "Work recovery sweeps found lost and re-enqueued, by kind (runnable, timers, outbox).",
+        ["kind"], registry=LOCAL,
     )
+    SWEEP_SECONDS = Histogram("slct_sweep_duration_seconds", "Time one recovery sweep took.",
+                              buckets=STEP_BUCKETS, registry=LOCAL)
+
+
+if prometheus_client is not None:
+    try:
+        # In multiprocess mode this opens this process's files in PROMETHEUS_MULTIPROC_DIR: a
+        # missing directory must not stop a worker (the web endpoint reports the bad setting).
+        _create_metrics()
+        _recording = True
+    except Exception:
+        LOCAL = None
+        log.error("metrics: cannot record metrics in this process (is PROMETHEUS_MULTIPROC_DIR=%r a writable "
+                  "directory?)", os.environ.get("PROMETHEUS_MULTIPROC_DIR"), exc_info=True)
 
 _warned = False
 
@@ -84,7 +105,7 @@ def _warn_once(what: str) -> None:
 def observe_step(result: Any, seconds: float, now: datetime | None = None) -> None:
     """Count a step that ran (an engine.StepResult with ran=True) and how long it took. Never
     raises: metrics must not stop a worker."""
-    if prometheus_client is None:
+    if not _recording:
         return
     try:
         STEPS.inc()
@@ -101,19 +122,36 @@ def observe_step(result: Any, seconds: float, now: datetime | None = None) -> No
         _warn_once("a step")
 
 
-def observe_sweep(report: Any) -> None:
-    """Count a recovery sweep and what it re-enqueued (a services.SweepReport, or any object
-    with integer attributes). Never raises."""
-    if prometheus_client is None:
+def observe_sweep(ok: bool, report: Any, seconds: float) -> None:
+    """Count a recovery sweep attempt and what it re-enqueued (a services.SweepReport). A
+    timer_loop.sweep_listeners listener: registered when this module is imported, so every
+    sweep of a process that imported it (the worker's timer loop, the scheduled sweep job) is
+    counted. Never raises."""
+    if not _recording:
         return
     try:
-        SWEEPS.inc()
-        fields = report if isinstance(report, dict) else getattr(report, "__dict__", {})
-        for kind, n in fields.items():
-            if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+        SWEEPS.labels(outcome="ok" if ok else "failed").inc()
+        SWEEP_SECONDS.observe(max(0.0, seconds))
+        for kind in ("runnable", "timers", "outbox"):
+            n = getattr(report, kind, 0) if report is not None else 0
+            if isinstance(n, int) and n > 0:
                 SWEEP_REPAIRS.labels(kind=kind).inc(n)
     except Exception:
         _warn_once("a sweep")
+
+
+def _listen_to_sweeps() -> None:
+    try:
+        from . import timer_loop
+    except Exception:  # pragma: no cover - an import problem elsewhere must not hide the metrics
+        log.warning("metrics: sweeps are not counted (timer_loop failed to import)", exc_info=True)
+        return
+    listeners = getattr(timer_loop, "sweep_listeners", None)
+    if listeners is not None and observe_sweep not in listeners:
+        listeners.append(observe_sweep)
+
+
+_listen_to_sweeps()
 
 
 # -- scrape-time gauges ----------------------------------------------------------------------
@@ -218,7 +256,7 @@ class _Local:
     """This process's own step metrics, for a scrape without multiprocess mode."""
 
     def collect(self) -> Iterator[Any]:
-        return LOCAL.collect()
+        return LOCAL.collect() if LOCAL is not None else iter(())
 
 
 def registry(*, runtime: bool = True) -> Any:

@@ -13,6 +13,7 @@ from rq.worker import SimpleWorker
 
 from . import conf
 from .timer_loop import TimerLoop
+from . import metrics  # noqa: F401,E402 - counts the timer loop's sweeps (it registers a sweep listener)
 
 
 class Worker(SimpleWorker):
