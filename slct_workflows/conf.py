@@ -168,3 +168,17 @@ def ready_worker_seconds() -> float:
 def health_timeout() -> float:
     """Seconds /readyz waits for Redis before calling it down."""
     return _float("SLCT_HEALTH_TIMEOUT", 2.0, minimum=0.1)
+
+
+# -- workers riding out outages (slct_workflows.worker) ------------------------------------------
+
+def worker_conn_max_age() -> int:
+    """Seconds an RQ worker keeps a database connection (the web default is 0: one per request);
+    set on the worker's connections at bootstrap, with health checks before reuse."""
+    return _int("SLCT_WORKER_CONN_MAX_AGE", 600)
+
+
+def worker_redis_backoff_max() -> float:
+    """Longest pause (seconds) between a worker's attempts to reach Redis during an outage; the
+    pauses double from half a second up to this."""
+    return _float("SLCT_WORKER_REDIS_BACKOFF_MAX", 4.0, minimum=0.1)

@@ -32,13 +32,24 @@ LOST_CONNECTION_TEXT = (
     "server closed the connection", "terminating connection", "connection already closed",
     "consuming input failed", "connection is lost", "connection refused", "could not connect",
     "connection is closed", "the database system is shutting down", "the database system is starting up",
+    "the database system is in recovery mode", "connection reset", "broken pipe", "timeout expired",
+    "connection timed out", "could not receive data", "could not send data", "no connection to the server",
+    "ssl connection has been closed",
 )
+# SQLSTATE class 08 (connection exception) and 57P01-57P03 (admin shutdown, crash shutdown,
+# cannot connect now): the server or the network, never the statement.
+LOST_CONNECTION_PGCODES = {"57P01", "57P02", "57P03"}
 
 
 def is_connection_lost(exc: BaseException) -> bool:
-    """The database went away (restart, failover, a terminated backend): not the step's fault."""
+    """The database went away (restart, failover, a terminated backend, the network): not the
+    step's fault."""
     if not isinstance(exc, (OperationalError, InterfaceError)):
         return False
+    cause = exc.__cause__
+    pgcode = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
+    if pgcode and (pgcode.startswith("08") or pgcode in LOST_CONNECTION_PGCODES):
+        return True
     raw = connection.connection
     if raw is not None and getattr(raw, "closed", False):
         return True
@@ -52,6 +63,11 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def with_db_retries(func: Callable[[], T]) -> T:
+    """Run `func` (a whole transaction, or reads outside one), again if it lost a race or its
+    connection. A lost connection is closed, so the next attempt connects afresh; the pauses
+    between attempts grow to a second (SLCT_DB_RETRIES attempts: about 5 s of database outage
+    with the default 8). What still fails raises: for a job, the goroutine stays runnable in the
+    database and goes back to the queue (jobs.py) or to the recovery sweep."""
     attempts = conf.db_retries()
     for attempt in range(1, attempts + 1):
         try:
@@ -59,11 +75,26 @@ def with_db_retries(func: Callable[[], T]) -> T:
         except (DatabaseError, InterfaceError) as exc:
             if attempt == attempts or not is_transient(exc):
                 raise
-            if is_connection_lost(exc) and not connection.in_atomic_block:
-                connection.close()  # the next query opens a fresh one
+            lost = is_connection_lost(exc)
+            if lost:
+                reset_connection()  # the next query opens a fresh one
             log.info("retrying a transaction after %s (attempt %d)", exc, attempt)
-            time.sleep(min(1.0, 0.01 * (2 ** attempt)) * random.random())
+            if lost:  # the server is away for a moment: wait for it, a little longer each time
+                time.sleep(min(1.0, 0.05 * (2 ** attempt)) * (0.5 + random.random() / 2))
+            else:  # a lost race: a short random pause so the racers do not meet again
+                time.sleep(min(1.0, 0.01 * (2 ** attempt)) * random.random())
     raise AssertionError("unreachable")
+
+
+def reset_connection() -> None:
+    """Close this thread's default connection unless a transaction (a test's, say) holds it; a
+    close that fails (the socket is already gone) is no error."""
+    if connection.in_atomic_block:
+        return
+    try:
+        connection.close()
+    except Exception:  # noqa: BLE001 - a dead connection may fail to close; it is dropped anyway
+        connection.connection = None
 
 
 def fresh_connection() -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 import importlib
 import logging
 import time
+from contextlib import contextmanager
 from datetime import timedelta
+from typing import Iterator
 
 from django.db import transaction
 
-from . import clock, conf, dispatch, engine, services
-from .db import fresh_connection, with_db_retries
+from . import clock, conf, dispatch, engine, heartbeat
+from .db import fresh_connection, is_transient, reset_connection, with_db_retries
 from .models import Outbox, OutboxStatus
 from .timer_loop import fire_due
 
@@ -21,15 +23,49 @@ def wake(*goroutine_ids: int) -> int:
     the job's time budget; a blocked goroutine with a due timer is fired first. Returns the
     steps run."""
     fresh_connection()
-    return _run(list(goroutine_ids))
+    with _database_outage(goroutine_ids):
+        return _run(list(goroutine_ids))
+    return 0
 
 
 def wake_timer(goroutine_id: int) -> int:
     """A scheduled job (a timer, or a failed step's retry): fire the due timer if the goroutine
     still waits on it, then run whatever is runnable."""
     fresh_connection()
-    engine.fire_due_timer(goroutine_id)
-    return _run([goroutine_id])
+    with _database_outage((goroutine_id,)):
+        engine.fire_due_timer(goroutine_id)
+        return _run([goroutine_id])
+    return 0
+
+
+OUTAGE_PAUSE = 1.0  # seconds a job whose database is away waits before handing its work back
+_db_outage = False  # this worker's jobs are finding the database away (logged once per outage)
+
+
+@contextmanager
+def _database_outage(goroutine_ids) -> Iterator[None]:
+    """A job whose database stayed away through all of with_db_retries' attempts: its steps
+    rolled back (nothing committed), the goroutines are still runnable in the database. Not a
+    failure of the job nor of the step: hand the goroutines back to the queue after a pause (an
+    outage does not become a busy loop) and say so once per outage. If Redis is away too, the
+    recovery sweep finds them when both are back."""
+    global _db_outage
+    try:
+        yield
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        reset_connection()
+        if not _db_outage:
+            log.warning("database unreachable or dropping connections (%s: %s); jobs hand their goroutines back "
+                        "to the queue until it is back", type(exc).__name__, exc)
+            _db_outage = True
+        time.sleep(OUTAGE_PAUSE)
+        dispatch.wake_now(list(goroutine_ids))
+        return
+    if _db_outage:
+        log.info("database reachable again: jobs run their steps")
+        _db_outage = False
 
 
 LOCAL_QUEUE = 2  # goroutines a job keeps to run itself; more wake-ups go to RQ for other workers
@@ -127,11 +163,30 @@ def run_outbox(outbox_id: int) -> str:
 
 
 def sweep() -> dict:
-    """The periodic recovery sweep; it schedules its own next run."""
-    fresh_connection()
-    report = services.sweep()
-    schedule_sweep()
-    return report.__dict__
+    """The scheduled recovery sweep: the second path beside the workers' timer loop, whose leader
+    sweeps every SLCT_SWEEP_INTERVAL seconds. It does nothing if a sweep completed within the last
+    half interval (the loop's, usually), and it schedules its own next run whatever happens:
+    one failed sweep (a dropped connection, Redis away) no longer ends the chain."""
+    from .timer_loop import run_sweep
+
+    try:
+        fresh_connection()
+        redis = _redis()
+        last = heartbeat.last_sweep(redis)
+        if last is not None and time.time() - last < conf.sweep_interval() / 2:
+            return {"skipped": "a sweep ran %.1f s ago" % (time.time() - last)}
+        return run_sweep(redis).__dict__
+    finally:
+        try:
+            schedule_sweep()
+        except Exception:
+            log.warning("could not schedule the next sweep job; the workers' timer loop sweeps anyway", exc_info=True)
+
+
+def _redis():
+    import django_rq
+
+    return django_rq.get_connection(conf.queue_name())
 
 
 def schedule_sweep() -> None:
@@ -139,8 +194,6 @@ def schedule_sweep() -> None:
     if interval <= 0:
         return
     import django_rq
-
-    import time
 
     queue = django_rq.get_queue(conf.queue_name())
     # One job id per time slot: several workers (or run.sh restarts) scheduling the next sweep
