@@ -231,11 +231,18 @@ class RuntimeCollector:
         from . import health, heartbeat
 
         client = health.redis_client()
+        queue = Queue(conf.queue_name(), connection=client)
+        registries = {
+            "started": queue.started_job_registry, "scheduled": queue.scheduled_job_registry,
+            "failed": queue.failed_job_registry, "deferred": queue.deferred_job_registry,
+        }
         pipe = client.pipeline(transaction=False)
         pipe.get(heartbeat.leader_key())
         pipe.get(heartbeat.sweep_key())
-        pipe.llen(Queue(conf.queue_name(), connection=client).key)
-        leader, last_sweep, queued = pipe.execute()
+        pipe.llen(queue.key)
+        for registry_ in registries.values():
+            pipe.zcard(registry_.key)  # without RQ's cleanup: a scrape reads, it does not repair
+        leader, last_sweep, queued, *counts = pipe.execute()
         yield _gauge("slct_timer_loop_leader", "1 if a worker leads the timer loop.", 1 if leader else 0)
         try:
             last = float(last_sweep) if last_sweep is not None else 0.0
@@ -243,7 +250,12 @@ class RuntimeCollector:
             last = 0.0
         yield _gauge("slct_last_sweep_timestamp_seconds", "Unix time of the last completed recovery sweep (0: none).",
                      last)
-        yield _gauge("slct_queue_jobs", "Jobs waiting in the slct RQ queue.", queued)
+        jobs = GaugeMetricFamily("slct_rq_jobs", "Jobs of the slct RQ queue by state (queued: waiting for a "
+                                 "worker; failed: RQ's failed-job registry).", labels=["state"])
+        jobs.add_metric(["queued"], queued or 0)
+        for state, n in zip(registries, counts):
+            jobs.add_metric([state], n or 0)
+        yield jobs
         yield _gauge("slct_workers", "RQ workers of the slct queue with a fresh heartbeat.",
                      len(health.live_workers(client)))
 

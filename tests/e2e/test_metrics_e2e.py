@@ -170,7 +170,8 @@ def test_gauges_match_the_database(worker_pool, client, settings):
     assert got["slct_workers"] == 0
     assert got["slct_timer_loop_leader"] == 0
     assert got["slct_last_sweep_timestamp_seconds"] == 0
-    assert got["slct_queue_jobs"] >= 1  # the start jobs wait in Redis for a worker
+    assert got['slct_rq_jobs{state="queued"}'] == 4  # the start jobs wait in Redis for a worker
+    assert got['slct_rq_jobs{state="failed"}'] == got['slct_rq_jobs{state="started"}'] == 0
     assert got["slct_collector_up{source=\"database\"}"] == got["slct_collector_up{source=\"redis\"}"] == 1
 
 
