@@ -159,10 +159,10 @@ def metrics_multiproc_dir() -> str:
 
 
 def ready_worker_seconds() -> float:
-    """/readyz counts a worker as live if its RQ heartbeat is at most this old (seconds). RQ's idle
-    workers beat every worker_ttl - 15 s (405 s by default) and their key expires after
-    worker_ttl + 60 s (480 s): the default matches that."""
-    return _float("SLCT_READY_WORKER_SECONDS", 480.0, minimum=1.0)
+    """/readyz counts a worker as live if its RQ heartbeat is at most this old (seconds). The
+    project's worker (slct_workflows.worker.Worker) beats every 10 s when idle and after every
+    job; a stock RQ worker only every worker_ttl - 15 s (405 s): set 480 for those."""
+    return _float("SLCT_READY_WORKER_SECONDS", 60.0, minimum=1.0)
 
 
 def health_timeout() -> float:
