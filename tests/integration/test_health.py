@@ -96,6 +96,16 @@ def test_readyz_counts_only_workers_with_a_fresh_heartbeat(worker_pool, redis_co
     assert body["checks"]["workers"]["status"] == "fail" and body["checks"]["workers"]["live"] == 0, body
 
 
+def test_an_idle_worker_keeps_its_heartbeat_fresh(worker_pool, redis_conn, settings):
+    """The project's worker beats every 10 s when idle (a stock RQ worker: every 405 s), which is
+    what lets SLCT_READY_WORKER_SECONDS default to 60 s."""
+    worker_pool.start(1, scheduler=False)
+    wait_until(lambda: health.live_workers(redis_conn), timeout=30, message=worker_pool.logs())
+    settings.SLCT_READY_WORKER_SECONDS = 15
+    time.sleep(16)
+    assert len(health.live_workers(redis_conn)) == 1
+
+
 def test_readyz_with_redis_away_answers_503_not_500(db, client, settings):
     queue = settings.SLCT_QUEUE
     settings.RQ_QUEUES = {**settings.RQ_QUEUES, queue: {"URL": "redis://127.0.0.1:1/0", "DEFAULT_TIMEOUT": 300}}
