@@ -1,7 +1,9 @@
-"""Admin: every Slack message, and a "Pending questions" page where staff answer without Slack.
+"""Admin: every Slack message, a "Pending questions" page where staff answer without Slack, and
+the Slack users linked to Django users.
 
 Answers from the admin go through the same path as a Slack click (`services.deliver_answer`,
-the engine's idempotent external send), so an admin answer and a Slack click cannot both land.
+the engine's idempotent external send), so an admin answer and a Slack click cannot both land;
+they are recorded as answered by the Django user who gave them.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from django.utils.html import format_html
 from slct_workflows.errors import SlctError
 
 from . import blocks, services
-from .models import Kind, PendingQuestion, SlackMessage, Status
+from .models import Kind, PendingQuestion, SlackMessage, SlackUser, Status
 
 OUTCOME_WORDS = {
     services.DELIVERED: "Answer delivered to the process.",
@@ -88,9 +90,7 @@ class PendingQuestionAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
-        return request.user.has_perm("slack_integration.change_pendingquestion") or request.user.has_perm(
-            "slack_integration.change_slackmessage"
-        )
+        return services.may_answer_in_admin(request.user)
 
     def has_view_permission(self, request, obj=None):
         return self.has_change_permission(request, obj) or request.user.has_perm(
@@ -151,3 +151,21 @@ class PendingQuestionAdmin(admin.ModelAdmin):
         level = messages.SUCCESS if outcome == services.DELIVERED else messages.WARNING
         messages.add_message(request, level, f"Question #{m.pk}: {OUTCOME_WORDS.get(outcome, outcome)}")
         return back
+
+
+@admin.register(SlackUser)
+class SlackUserAdmin(admin.ModelAdmin):
+    """Links a Slack user id to a Django user: `/slct` then acts with that user's permissions, and
+    answers given in Slack are recorded with the account as well as the Slack id."""
+
+    list_display = ("slack_user_id", "team_id", "user", "user_active", "note", "created_at")
+    list_filter = ("team_id",)
+    search_fields = ("slack_user_id", "team_id", "user__username", "user__email", "user__first_name",
+                     "user__last_name", "note")
+    list_select_related = ("user",)
+    raw_id_fields = ("user",)
+    ordering = ("slack_user_id", "team_id")
+
+    @admin.display(description="active", boolean=True)
+    def user_active(self, obj):
+        return obj.user.is_active

@@ -7,7 +7,9 @@ goroutine still waits on the reply channel.
 """
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 
@@ -49,7 +51,7 @@ class SlackMessage(models.Model):
     reply_channel = models.CharField(max_length=200, null=True, blank=True, unique=True)
     text = models.TextField()
     options = models.JSONField(default=list, blank=True, encoder=DjangoJSONEncoder)  # [{"value", "label"}]
-    approvers = models.JSONField(default=list, blank=True)  # Slack user ids (or user names)
+    approvers = models.JSONField(default=list, blank=True)  # Slack user ids (matched against the verified clicker)
     deadline = models.DateTimeField(null=True, blank=True)
 
     # Slack's side: the channel asked for, the channel id and ts Slack answered with.
@@ -105,3 +107,38 @@ class PendingQuestion(SlackMessage):
         proxy = True
         verbose_name = "pending question"
         verbose_name_plural = "pending questions"
+
+
+class SlackUser(models.Model):
+    """A Slack user linked to a Django user: what `/slct` may do, and whose name an answer is
+    recorded under, is decided by the Django user's permissions. Without a link a Slack user can
+    still click a question's buttons (unless the question names approvers), but cannot use `/slct`.
+
+    `team_id` pins the link to one workspace; empty links the id in any workspace the app is
+    installed in (Slack user ids are unique across workspaces, but an id seen from an unexpected
+    workspace is better refused when you know the one you use)."""
+
+    slack_user_id = models.CharField(
+        "Slack user id", max_length=32,
+        validators=[RegexValidator(r"^[UW][A-Z0-9]{1,31}$", "A Slack user id looks like U012ABCDEF.")],
+        help_text="From the user's Slack profile: ⋮ → Copy member ID (U012ABCDEF).",
+    )
+    team_id = models.CharField(
+        "Slack workspace id", max_length=32, blank=True, default="",
+        validators=[RegexValidator(r"^[TE][A-Z0-9]{1,31}$", "A Slack workspace id looks like T012ABCDEF.")],
+        help_text="Optional: only for requests from this workspace (T012ABCDEF). Empty: any workspace.",
+    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="slack_users")
+    note = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["slack_user_id", "team_id"]
+        verbose_name = "Slack user"
+        constraints = [
+            models.UniqueConstraint(fields=["slack_user_id", "team_id"], name="slack_user_once_per_team"),
+        ]
+
+    def __str__(self) -> str:
+        where = f" in {self.team_id}" if self.team_id else ""
+        return f"{self.slack_user_id}{where} → {self.user}"

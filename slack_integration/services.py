@@ -2,11 +2,16 @@
 
 * `deliver_answer` sends an answer into the question's reply channel through the engine's
   idempotent external-send path (`slct_workflows.services.send`, wait=False): a repeat of the same
-  key, a second answer, or an answer after the process moved on delivers nothing.
+  key, a second answer, or an answer after the process moved on delivers nothing. The answer
+  carries an answering sender (`identity.slack_answer` / `identity.admin_answer`) that only the
+  two verified doors build: the interactivity endpoint after checking Slack's signature, and the
+  admin's Pending questions page for a user with the answering permission. Reply channels are
+  private, so no other sender (REST, `/slct send`, the admin's channel page) gets a value in.
 * `reconcile` reads the engine's state (the source of truth) and records what became of a
   question: still open while its goroutine waits on the reply channel; answered if a send was
-  delivered there; otherwise timed out, cancelled or closed. A closed question that was posted
-  gets a `chat.update` (an outbox job) that replaces its buttons with the outcome.
+  delivered there (who answered is read from the send's recorded provenance, never from the
+  value); otherwise timed out, cancelled or closed. A closed question that was posted gets a
+  `chat.update` (an outbox job) that replaces its buttons with the outcome.
 * Slack calls from here run later in RQ jobs (`queue_job`), never in the request, except
   `views.open`, which Slack requires within 3 seconds of the click.
 """
@@ -22,13 +27,14 @@ from django.utils.dateparse import parse_datetime
 
 from slct_workflows import clock
 from slct_workflows import services as wf
+from slct_workflows.access import Sender
 from slct_workflows.db import with_db_retries
-from slct_workflows.errors import ChannelClosed, Conflict, InvalidInput, NoReceiver, NotFound
+from slct_workflows.errors import ChannelClosed, Conflict, Forbidden, InvalidInput, NoReceiver, NotFound
 from slct_workflows.models import (
     ExternalSend, GoroutineStatus, PendingCase, ProcessInstance, ProcessStatus, SendStatus,
 )
 
-from . import blocks
+from . import blocks, identity
 from .models import Delivery, Kind, SlackMessage, Status
 
 log = logging.getLogger("slack_integration")
@@ -40,6 +46,9 @@ SYNC_JOB = "slack_integration.jobs.sync_process"
 DELIVERED, REPEATED, ALREADY_ANSWERED, NOT_OPEN, REFUSED = (
     "delivered", "repeated", "already_answered", "not_open", "refused",
 )
+
+# Who may answer questions on the admin's Pending questions page (either permission).
+ANSWER_PERMISSIONS = ("slack_integration.change_pendingquestion", "slack_integration.change_slackmessage")
 
 
 # -- background Slack calls ---------------------------------------------------------------------
@@ -63,6 +72,7 @@ class Outcome:
     status: str
     answer: Any = None
     key: str = ""
+    sender: dict | None = None  # the delivered send's provenance, as the server recorded it
 
 
 def question_outcome(message: SlackMessage) -> Outcome | None:
@@ -84,7 +94,7 @@ def question_outcome(message: SlackMessage) -> Outcome | None:
         ).order_by("created_at", "key").first()
     )
     if send is not None:
-        return Outcome(Status.ANSWERED, send.value, send.key)
+        return Outcome(Status.ANSWERED, send.value, send.key, send.sender)
     status = ProcessInstance.objects.filter(pk=message.process_id).values_list("status", flat=True).first()
     if status == ProcessStatus.CANCELLED or status is None:
         return Outcome(Status.CANCELLED)
@@ -109,22 +119,38 @@ def reconcile(message_id: int) -> bool:
             m.status = outcome.status
             m.closed_at = now
             if outcome.status == Status.ANSWERED:
-                value = outcome.answer
-                m.answer = value
-                if isinstance(value, dict):
-                    m.answered_by = str(value.get("user") or "")[:200]
-                    m.answered_by_name = str(value.get("user_name") or "")[:200]
-                    m.answered_via = str(value.get("via") or "other")[:16]
-                    at = value.get("answered_at")
-                    m.answered_at = (parse_datetime(at) if isinstance(at, str) else None) or now
-                else:
-                    m.answered_via, m.answered_at = "other", now
+                _record_answer(m, outcome, now)
             m.save()
             if m.ts and m.delivery == Delivery.POSTED:
                 queue_job(UPDATE_JOB, m.pk, process_id=m.process_id)
             return True
 
     return with_db_retries(attempt)
+
+
+def answered_by(provenance: Any) -> tuple[str, str, str] | None:
+    """(who, display name, via) of a delivered answer, from the send's recorded provenance; None
+    if the send is not a verified answer (server code that sent into the reply channel)."""
+    if not (isinstance(provenance, dict) and provenance.get("answer") is True
+            and provenance.get("via") in identity.ANSWER_DOORS):
+        return None
+    via = provenance["via"]
+    who = provenance.get("slack_user") if via == "slack" else provenance.get("user")
+    who = str(who or "")
+    return who[:200], str(provenance.get("name") or provenance.get("user") or who)[:200], via
+
+
+def _record_answer(m: SlackMessage, outcome: Outcome, now: datetime) -> None:
+    m.answer = outcome.answer
+    who = answered_by(outcome.sender)
+    if who is None:
+        # Not an answer given in Slack or the admin: the process refuses it too
+        # (slack.UnverifiedAnswer), so the question shows as closed, not as answered by anyone.
+        m.status, m.answered_via = Status.CLOSED, "unverified"
+        return
+    m.answered_by, m.answered_by_name, m.answered_via = who
+    at = outcome.answer.get("answered_at") if isinstance(outcome.answer, dict) else None
+    m.answered_at = (parse_datetime(at) if isinstance(at, str) else None) or now
 
 
 def sync_process(process_id: str) -> int:
@@ -153,31 +179,39 @@ def sync_all(limit: int = 1000) -> int:
 
 # -- answers ------------------------------------------------------------------------------------
 
-def is_allowed(message: SlackMessage, user_id: str, user_name: str = "") -> bool:
+def is_allowed(message: SlackMessage, slack_user_id: str) -> bool:
+    """May this verified Slack user answer? With approvers, only those Slack user ids; without,
+    anyone who can see the message in Slack (Slack's channel membership is the gate)."""
     if not message.approvers:
         return True
-    return user_id in message.approvers or bool(user_name and user_name in message.approvers)
+    return bool(slack_user_id) and slack_user_id in message.approvers
 
 
-def answer_value(message: SlackMessage, *, user: str, user_name: str, via: str, answered_at: datetime,
-                 approved: bool | None = None, text: str | None = None, choice: str | None = None) -> dict:
-    """The channel value `slack.Result.from_channel_value` decodes."""
+def answer_value(message: SlackMessage, *, answered_at: datetime, approved: bool | None = None,
+                 text: str | None = None, choice: str | None = None) -> dict:
+    """The channel value of an answer: what was answered, not who (that travels as the send's
+    provenance, recorded by the server)."""
     if message.kind == Kind.CHOOSE and choice is not None and text is None:
         text = message.option_label(choice)
     return {
         "kind": message.kind, "approved": bool(approved) if message.kind == Kind.APPROVE else False,
-        "text": text, "choice": choice, "user": user, "user_name": user_name, "via": via,
-        "timed_out": False, "answered_at": answered_at.isoformat(),
+        "text": text, "choice": choice, "answered_at": answered_at.isoformat(),
     }
 
 
-def deliver_answer(message: SlackMessage, value: dict, key: str) -> str:
+def deliver_answer(message: SlackMessage, value: dict, key: str, sender: Sender) -> str:
     """Send the answer into the reply channel, exactly once per question.
 
-    Returns DELIVERED; REPEATED (the very same request again: a retry); ALREADY_ANSWERED (another
-    answer got there first); NOT_OPEN (the process took another path)."""
+    `sender` is the answering sender a verified door built (`identity.slack_answer`,
+    `identity.admin_answer`). Returns DELIVERED; REPEATED (the very same request again: a
+    retry); ALREADY_ANSWERED (another answer got there first); NOT_OPEN (the process took
+    another path)."""
+    if not (sender.answer and sender.via in identity.ANSWER_DOORS):
+        raise Forbidden("only a verified Slack click or the admin's Pending questions page answers a question")
+    if not message.is_question or not message.reply_channel:
+        raise InvalidInput("only questions can be answered")
     try:
-        result = wf.send(message.reply_channel, value, key, wait=False)
+        result = wf.send(message.reply_channel, value, key, wait=False, sender=sender)
     except NoReceiver:
         outcome = NOT_OPEN
     except ChannelClosed:
@@ -185,6 +219,9 @@ def deliver_answer(message: SlackMessage, value: dict, key: str) -> str:
     except Conflict:  # the key was used with another value: a second click on the same button
         outcome = ALREADY_ANSWERED
     except NotFound:
+        outcome = NOT_OPEN
+    except Forbidden as exc:  # a reply channel that is not private: made before the access model?
+        log.error("answer to Slack question %s refused by the channel policy: %s", message.pk, exc)
         outcome = NOT_OPEN
     else:
         outcome = REPEATED if result.repeated else DELIVERED
@@ -212,9 +249,18 @@ def refusal_text(message: SlackMessage, outcome: str) -> str:
     return "This question is no longer open."
 
 
-def answer_from_admin(message: SlackMessage, user, *, approved: bool | None = None, text: str | None = None,
+def may_answer_in_admin(user: Any) -> bool:
+    return bool(user is not None and getattr(user, "is_active", False)
+                and any(user.has_perm(perm) for perm in ANSWER_PERMISSIONS))
+
+
+def answer_from_admin(message: SlackMessage, user: Any, *, approved: bool | None = None, text: str | None = None,
                       choice: str | None = None) -> str:
-    """A staff user answers in the admin: the same delivery path as a Slack click."""
+    """A user with the answering permission answers on the Pending questions page: the same
+    delivery path as a Slack click, recorded as answered by that Django user. Approvers (Slack
+    ids) do not apply here: answering in the admin is an operator's decision, audited by name."""
+    if not may_answer_in_admin(user):
+        raise Forbidden("you need the permission slack_integration.change_pendingquestion to answer questions")
     if not message.is_question:
         raise InvalidInput("only questions can be answered")
     if message.kind == Kind.APPROVE and approved is None:
@@ -223,12 +269,10 @@ def answer_from_admin(message: SlackMessage, user, *, approved: bool | None = No
         raise InvalidInput("the answer must not be empty")
     if message.kind == Kind.CHOOSE and choice not in {o["value"] for o in message.options}:
         raise InvalidInput(f"unknown option {choice!r}")
-    username = user.get_username()
     value = answer_value(
-        message, user=username, user_name=user.get_full_name() or username, via="admin",
-        answered_at=clock.now(), approved=approved, text=(text or "").strip() or None, choice=choice,
+        message, answered_at=clock.now(), approved=approved, text=(text or "").strip() or None, choice=choice,
     )
-    return deliver_answer(message, value, f"slack-admin:{message.pk}")
+    return deliver_answer(message, value, f"slack-admin:{message.pk}", identity.admin_answer(user))
 
 
 def from_slack_ts(ts: Any) -> datetime | None:

@@ -4,7 +4,8 @@ The engine has no hooks of its own, so we listen to its model saves (cheap in-me
 a query only when a timer fired or a process ended):
 
 * a goroutine saved runnable with a timer case: its select timed out;
-* a process saved done or cancelled: its goroutines are gone.
+* a process saved done, cancelled or failed: its goroutines are gone, or one failed (a question
+  whose goroutine still waits stays open: the reconcile checks the pending case).
 
 Then, in the same transaction, an outbox row for `jobs.sync_process` is recorded (so it is
 durable and happens only if that transaction commits); the job reconciles after commit.
@@ -67,7 +68,7 @@ def goroutine_saved(sender, instance, created, **kwargs) -> None:
 def process_saved(sender, instance, created, **kwargs) -> None:
     from slct_workflows.models import ProcessStatus
 
-    if not created and instance.status in (ProcessStatus.DONE, ProcessStatus.CANCELLED):
+    if not created and instance.status in (ProcessStatus.DONE, ProcessStatus.CANCELLED, ProcessStatus.FAILED):
         _queue_sync(instance.pk)
 
 

@@ -10,40 +10,58 @@
         ...  # result.approved, result.user, result.timed_out, result.answered_at
 
 `approve`, `ask` and `choose` end the goroutine's step with a select (they *are* the step's
-select): receive the answer on a fresh reply channel, or, after `timeout`, the same callback with
-`timed_out=True`. The question is recorded in the step's transaction and posted once, after
-commit, from an RQ job (retried on Slack errors and rate limits).
+select): receive the answer on a fresh, private reply channel, or, after `timeout`, the same
+callback with `timed_out=True`. The question is recorded in the step's transaction and posted
+once, after commit, from an RQ job (retried on Slack errors and rate limits). Only a verified
+Slack click or the admin's Pending questions page answers; who answered comes from what the
+server recorded (docs/SLACK.md, "What a Result holds").
 """
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable
 
 from django.utils.dateparse import parse_datetime
 
 from slct_workflows import Process
+from slct_workflows.errors import DeclarationError
 
-__all__ = ["Result", "approve", "ask", "choose", "post"]
+from .conf import SLACK_USER_ID
+
+__all__ = ["Result", "UnverifiedAnswer", "approve", "ask", "choose", "post"]
 
 POST_JOB = "slack_integration.jobs.post_question"
 MAX_TEXT = 3000
 MAX_OPTIONS = 100
 
 
+class UnverifiedAnswer(DeclarationError):
+    """A question's reply channel delivered something that is not a server-verified answer.
+
+    Only two doors put answers there: a signature-checked Slack click or modal, and the admin's
+    Pending questions page; both record who answered as the value's provenance. Anything else
+    (a step or server code sending into the reply channel) fails the step instead of being read
+    as an approval, a rejection or a timeout. Deterministic: the step is not retried."""
+
+
 @dataclass(frozen=True)
 class Result:
-    """What a question's callback receives.
+    """What a question's callback receives. Each field says where it comes from:
 
-    approved     approve(): True if approved (False when rejected *and* on timeout)
+    approved     approve(): True if approved; False when rejected, timed out or closed
     text         ask(): the answer; choose(): the chosen option's label
     choice       choose(): the chosen option's value
-    user         Slack user id of who answered (the Django user name when answered in the admin)
-    user_name    Slack user name / Django user name
-    timed_out    no answer before the timeout (everything else is empty then)
-    answered_at  when the answer was given
-    via          "slack" or "admin"
+    user         who answered: the verified Slack user id (via "slack"), or the Django user
+                 name (via "admin"). From the server-recorded provenance, never from the value
+    user_name    Slack user name (from the signed request) / the admin user's full name
+    django_user  the Django user name: the Slack user's linked account, or the admin user
+    via          "slack" or "admin" (the door the answer came through)
+    timed_out    the select's timer fired before an answer (everything else is empty then)
+    closed       a step closed the reply channel: no answer, not a timeout
+    answered_at  when the answer was given (Slack's action time, or the admin's clock)
+    kind         approve | ask | choose
     """
 
     approved: bool = False
@@ -51,46 +69,62 @@ class Result:
     choice: str | None = None
     user: str | None = None
     user_name: str | None = None
-    timed_out: bool = False
-    answered_at: datetime | None = None
+    django_user: str | None = None
     via: str | None = None
+    timed_out: bool = False
+    closed: bool = False
+    answered_at: datetime | None = None
     kind: str | None = None
 
     @property
     def answered(self) -> bool:
-        return not self.timed_out
+        return not (self.timed_out or self.closed)
 
     @classmethod
-    def from_channel_value(cls, value: Any) -> "Result":
-        """Decode the value received on the reply channel; None (the timer case) is a timeout."""
-        if value is None:
+    def from_delivery(cls, value: Any, source: dict | None, closed: bool) -> "Result":
+        """Decode what the reply-channel case received. `source` is what the engine recorded of
+        where the value came from (not part of the value): {"timer": ...} when the timeout fired,
+        {"external": key, "sender": {...}} for an external send with the sender's provenance."""
+        source = source if isinstance(source, dict) else {}
+        if "timer" in source:
             return cls(timed_out=True)
-        if isinstance(value, bool):  # a bare true/false sent from elsewhere (REST, /slct send)
-            return cls(approved=value, via="other")
-        if isinstance(value, (str, int, float)):
-            return cls(text=str(value), choice=str(value), via="other")
-        if not isinstance(value, dict):
-            return cls(text=str(value), via="other")
+        if closed:
+            return cls(closed=True)
+        sender = source.get("sender")
+        if not (isinstance(sender, dict) and sender.get("answer") is True and sender.get("via") in ("slack", "admin")
+                and isinstance(value, dict)):
+            origin = {k: v for k, v in source.items() if k != "sender"} or None
+            raise UnverifiedAnswer(
+                f"a question's reply channel received {_short(value)} from {origin or 'an unknown source'}, "
+                "which is not an answer given in Slack or on the admin's Pending questions page; "
+                "answers only come through those (tests: slack_integration.testing.answer)"
+            )
+        via = sender["via"]
+        slack_user = _str(sender.get("slack_user"))
+        django_user = _str(sender.get("user"))
         at = value.get("answered_at")
-        if isinstance(at, str):
-            at = parse_datetime(at)
+        at = parse_datetime(at) if isinstance(at, str) else None
+        kind = _str(value.get("kind"))
         return cls(
-            approved=bool(value.get("approved", False)),
-            text=value.get("text"),
-            choice=value.get("choice"),
-            user=value.get("user"),
-            user_name=value.get("user_name"),
-            timed_out=bool(value.get("timed_out", False)),
-            answered_at=at if isinstance(at, datetime) else None,
-            via=value.get("via"),
-            kind=value.get("kind"),
+            approved=kind == "approve" and value.get("approved") is True,
+            text=_str(value.get("text")),
+            choice=_str(value.get("choice")),
+            user=slack_user if via == "slack" else django_user,
+            user_name=_str(sender.get("name")) or django_user or slack_user,
+            django_user=django_user,
+            via=via,
+            answered_at=at,
+            kind=kind,
         )
 
-    def to_value(self) -> dict:
-        """The channel value this result is decoded from (JSON)."""
-        data = asdict(self)
-        data["answered_at"] = self.answered_at.isoformat() if self.answered_at else None
-        return data
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:79] + "…"
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -99,7 +133,9 @@ def approve(p: Process, callback: Callable[..., Any] | str, text: str, *, timeou
             channel: str | None = None, approvers: Iterable[str] | None = None) -> str:
     """Post `text` with Approve and Reject buttons; `callback(p, result: slack.Result)` runs with
     the answer, or after `timeout` with `timed_out=True, approved=False`. With `approvers`
-    (Slack user ids), clicks from anyone else are refused. Returns the reply channel's name."""
+    (Slack user ids), clicks from anyone else are refused; without, anyone who can see the
+    message in Slack may answer. Returns the reply channel's name (private: nobody outside
+    sends into it)."""
     return _question(p, callback, "approve", text, timeout=timeout, channel=channel, approvers=approvers)
 
 
@@ -166,8 +202,10 @@ def _timeout(p: Process, timeout: Any) -> timedelta | None:
         return None
     if isinstance(timeout, (int, float)) and not isinstance(timeout, bool):
         timeout = timedelta(seconds=timeout)
-    if not isinstance(timeout, timedelta) or timeout.total_seconds() < 0:
-        raise p._fail(f"timeout must be a timedelta (or seconds) >= 0, got {timeout!r}")
+    # > 0: a question that times out the moment it is asked asks nothing (and a timer due at
+    # commit fires without the engine's timer provenance, which the Result needs).
+    if not isinstance(timeout, timedelta) or timeout.total_seconds() <= 0:
+        raise p._fail(f"timeout must be a positive timedelta (or seconds), got {timeout!r}")
     return timeout
 
 
@@ -182,14 +220,17 @@ def _channel(p: Process, channel: Any) -> str:
 
 
 def _approvers(p: Process, approvers: Any) -> list[str]:
+    """Slack user ids only: they are matched against the verified id of who clicks, never
+    against names (a Slack display name or a Django username anyone could share)."""
     if approvers is None:
         return []
     if isinstance(approvers, str):
         approvers = [approvers]
-    out = list(approvers)
-    if not all(isinstance(a, str) and a.strip() for a in out):
-        raise p._fail(f"approvers must be Slack user ids (strings), got {out!r}")
-    return [a.strip().lstrip("@") for a in out]
+    out = [a.strip().lstrip("@") if isinstance(a, str) else a for a in list(approvers)]
+    bad = [a for a in out if not isinstance(a, str) or not SLACK_USER_ID.match(a)]
+    if bad:
+        raise p._fail(f"approvers must be Slack user ids like U012ABCDEF (not names), got {bad!r}")
+    return out
 
 
 def _options(p: Process, options: Any) -> list[dict]:

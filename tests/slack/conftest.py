@@ -33,7 +33,28 @@ def slack_settings(settings, fake_slack):
     settings.SLACK_API_URL = fake_slack.url
     settings.SLACK_DEFAULT_CHANNEL = "#general"
     settings.SLACK_COMMAND_USERS = ""
+    settings.SLACK_USER_MAP = ""
     return settings
+
+
+@pytest.fixture
+def link(django_user_model):
+    """`link("U1", "add_externalsend", username="ann")`: a Django user with those
+    slct_workflows permissions, linked to the Slack user id (admin → Slack users)."""
+    from django.contrib.auth.models import Permission
+
+    from slack_integration.models import SlackUser
+
+    def make(slack_id: str, *codenames: str, username: str | None = None, team: str = "", **fields):
+        user = django_user_model.objects.create_user(username or f"user-{slack_id.lower()}", **fields)
+        if codenames:
+            perms = Permission.objects.filter(content_type__app_label="slct_workflows", codename__in=codenames)
+            assert perms.count() == len(codenames), codenames
+            user.user_permissions.add(*perms)
+        SlackUser.objects.create(slack_user_id=slack_id, team_id=team, user=user)
+        return user
+
+    return make
 
 
 @pytest.fixture

@@ -179,6 +179,6 @@ def test_racing_approvers_only_one_answer_lands(slack_worker, fake_slack, client
     assert out["approved"] is (winner == "slct_approve")
     assert Event.objects.filter(process_id=pid, method="Main_Decided").count() == 1
     delivered = ExternalSend.objects.filter(channel=m.reply_channel, status="delivered")
-    assert delivered.count() == 1 and delivered.get().value["user"] == out["user"]
+    assert delivered.count() == 1 and delivered.get().sender["slack_user"] == out["user"]
     eph = fake_slack.wait_for("chat.postEphemeral", 3)
     assert sorted(e.params["user"] for e in eph) == sorted(u for u, _ in clicks if u != out["user"])

@@ -55,6 +55,7 @@ def test_click_resumes_the_process_with_the_result_and_updates_the_message(runne
     runner.assert_finished(pid, {"approved": True, "by": "U777", "timed_out": False})
     m = the_message(pid)
     assert (m.status, m.answered_by, m.answered_by_name, m.answered_via) == (Status.ANSWERED, "U777", "bob", "slack")
+    assert runner.process(pid).output["by"] == "U777"
     updates = fake_slack.calls_to("chat.update", ok_only=True)
     assert len(updates) == 1
     assert (updates[0].params["channel"], updates[0].params["ts"]) == (m.slack_channel, m.ts)
@@ -185,15 +186,94 @@ def test_without_credentials_questions_are_recorded_and_not_posted(runner, no_sl
     assert fake_slack.calls == []
 
 
-def test_result_decoding():
-    assert slack.Result.from_channel_value(None) == slack.Result(timed_out=True)
-    assert slack.Result.from_channel_value(None).approved is False
-    r = slack.Result.from_channel_value(
-        {"approved": True, "user": "U1", "answered_at": "2024-01-02T03:04:05+00:00", "via": "slack"})
-    assert (r.approved, r.user, r.timed_out, r.answered_at.year, r.answered) == (True, "U1", False, 2024, True)
-    assert slack.Result.from_channel_value(True).approved is True
-    assert slack.Result.from_channel_value("hi").text == "hi"
-    assert slack.Result.from_channel_value(r.to_value()) == r
+def test_result_decoding_reads_who_from_the_provenance_only():
+    Result = slack.Result
+    timer = Result.from_delivery(None, {"timer": "2024-01-02T03:04:05+00:00"}, False)
+    assert timer == Result(timed_out=True) and (timer.approved, timer.answered) == (False, False)
+    closed = Result.from_delivery(None, {"process": "p", "goroutine": "Closer"}, True)
+    assert closed == Result(closed=True) and (closed.approved, closed.timed_out, closed.answered) == (False, False, False)
+    # Whatever the value claims about who answered is ignored: the provenance says who.
+    value = {"kind": "approve", "approved": True, "answered_at": "2024-01-02T03:04:05+00:00",
+             "user": "UBOSS", "user_name": "boss", "via": "admin", "timed_out": True}
+    source = {"external": "k", "sender": {"via": "slack", "slack_user": "U1", "user": "ann", "user_id": 3,
+                                          "answer": True, "name": "annie"}}
+    r = Result.from_delivery(value, source, False)
+    assert (r.approved, r.user, r.user_name, r.django_user, r.via, r.timed_out, r.answered) == (
+        True, "U1", "annie", "ann", "slack", False, True)
+    assert r.answered_at.year == 2024
+    admin = Result.from_delivery({"kind": "ask", "text": "eu-west-1"}, {"external": "k", "sender": {
+        "via": "admin", "user": "olga", "user_id": 1, "answer": True, "name": "Olga Ops"}}, False)
+    assert (admin.text, admin.user, admin.user_name, admin.django_user, admin.via) == (
+        "eu-west-1", "olga", "Olga Ops", "olga", "admin")
+    # "approved" only means something for approve questions, and only True is true.
+    assert not Result.from_delivery({"kind": "approve", "approved": "yes"}, source, False).approved
+    assert not Result.from_delivery({"kind": "ask", "approved": True}, source, False).approved
+
+
+@pytest.mark.parametrize("value,source", [
+    (None, None),  # what `null` into the reply channel used to be: a timeout
+    (None, {"external": "k"}),
+    (True, {"external": "k", "sender": {"via": "slack", "slack_user": "U1", "answer": True}}),
+    ({"kind": "approve", "approved": True, "user": "UBOSS"}, {"external": "k"}),
+    ({"kind": "approve", "approved": True}, {"external": "k", "sender": {"via": "rest", "user": "mallory"}}),
+    ({"kind": "approve", "approved": True}, {"external": "k", "sender": {"via": "slack", "slack_user": "U1"}}),
+    ({"kind": "approve", "approved": True}, {"external": "k", "sender": {"via": "rest", "answer": True}}),
+    ({"kind": "approve", "approved": True}, {"process": "p", "goroutine": "Main", "seq": 3}),
+], ids=["null", "null-external", "bare-true", "no-sender", "rest", "not-an-answer", "answer-via-rest", "a-step"])
+def test_values_without_answer_provenance_are_refused(value, source):
+    with pytest.raises(slack.UnverifiedAnswer, match="not an answer given in Slack or on the admin"):
+        slack.Result.from_delivery(value, source, False)
+
+
+def test_server_code_sending_into_the_reply_channel_fails_the_step_instead_of_answering(
+        runner, slack_settings, fake_slack):
+    """Trusted code (here the runner's send, no sender) can reach a private channel, but what it
+    sends is not an answer: the callback's step fails at once (no retries), nothing reads as
+    approved, and the question shows as closed, not as answered by the claimed user."""
+    pid = runner.start("slack-test-approve", {"channel": "#finance", "timeout": 3600})
+    m = the_message(pid)
+    runner.send(m.reply_channel, {"kind": "approve", "approved": True, "user": "UBOSS", "via": "slack"})
+    runner.assert_failed(pid, "UnverifiedAnswer")
+    assert ProcessInstance.objects.get(pk=pid).output is None
+    m.refresh_from_db()
+    assert (m.status, m.answered_by, m.answered_via) == (Status.CLOSED, "", "unverified")
+    assert "Approved" not in fake_slack.messages[(m.slack_channel, m.ts)]["text"]
+
+
+def test_null_into_the_reply_channel_is_not_a_timeout(runner, slack_settings, fake_slack):
+    pid = runner.start("slack-test-approve", {"channel": "#finance", "timeout": 3600})
+    runner.send(the_message(pid).reply_channel, None)
+    runner.assert_failed(pid, "UnverifiedAnswer")
+    assert the_message(pid).status != Status.TIMED_OUT
+
+
+def test_a_closed_reply_channel_reads_as_closed(runner, slack_settings, fake_slack):
+    pid = runner.start("slack-test-close", {})
+    runner.advance(seconds=30)
+    out = runner.process(pid).output
+    assert (out["closed"], out["answered"], out["approved"], out["timed_out"], out["user"]) == (
+        True, False, False, False, None)
+    assert the_message(pid).status == Status.CLOSED
+
+
+def test_the_testing_helper_answers_like_a_click(runner, slack_settings, fake_slack, django_user_model):
+    from slack_integration.testing import answer
+
+    pid = runner.start("expense", {"amount": 120})
+    assert answer(pid, approved=True, slack_user="U123ABC") == slack_services.DELIVERED
+    runner.run()
+    runner.assert_finished(pid, {"approved": True, "by": "U123ABC", "timed_out": False})
+    pid = runner.start("slack-test-ask", {"channel": "#x"})
+    olga = django_user_model.objects.create_superuser("olga", first_name="Olga")
+    answer(pid, text="because", admin_user=olga)
+    runner.run()
+    out = runner.process(pid).output
+    assert (out["text"], out["user"], out["user_name"], out["via"]) == ("because", "olga", "Olga", "admin")
+
+
+def test_timeout_must_be_positive(runner, slack_settings, fake_slack):
+    pid = runner.start("slack-test-approve", {"channel": "#finance", "timeout": 0})
+    runner.assert_failed(pid, "timeout must be a positive timedelta")
 
 
 def test_approvers_refuse_others_with_an_ephemeral_reply(runner, slack_settings, fake_slack, client):

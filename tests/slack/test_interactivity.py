@@ -130,14 +130,14 @@ def test_two_racing_answers_before_the_status_is_updated_deliver_once(runner, wa
     """Both clicks pass the status check (the message row still says open); the engine's
     idempotent send lets exactly one through."""
     pid, call = waiting
-    from slack_integration import services
+    from slack_integration import identity, services
 
     m = SlackMessage.objects.get(process_id=pid)
-    v1 = services.answer_value(m, approved=True, user="U1", user_name="a", via="slack", answered_at=runner.now())
-    v2 = services.answer_value(m, approved=False, user="U2", user_name="b", via="slack", answered_at=runner.now())
-    assert services.deliver_answer(m, v1, "slack:k1") == services.DELIVERED
+    v1 = services.answer_value(m, approved=True, answered_at=runner.now())
+    v2 = services.answer_value(m, approved=False, answered_at=runner.now())
+    assert services.deliver_answer(m, v1, "slack:k1", identity.slack_answer("U1", name="a")) == services.DELIVERED
     SlackMessage.objects.filter(pk=m.pk).update(status=Status.OPEN)  # pretend the second saw it open
-    assert services.deliver_answer(m, v2, "slack:k2") == services.ALREADY_ANSWERED
+    assert services.deliver_answer(m, v2, "slack:k2", identity.slack_answer("U2", name="b")) == services.ALREADY_ANSWERED
     runner.run()
     assert runner.process(pid).output["by"] == "U1"
 
@@ -228,3 +228,187 @@ def test_choose_with_many_options_uses_a_menu(runner, slack_settings, fake_slack
     assert click(client, call, menu, user="U4", selected=selected).status_code == 200
     runner.run()
     assert runner.process(pid).output["choice"] == "option 6"
+
+
+# -- malformed but signed payloads: 400, nothing changes (issue 12) ----------------------------------
+
+def _mutations():
+    """(id, change) pairs: each takes a valid click payload (a dict) and returns the payload to send
+    (any JSON value). Every one of them crashed a view (500) or was read without a check before."""
+    def setting(path, value):
+        def change(p):
+            target = p
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = value
+            return p
+        return change
+
+    return [
+        ("actions-5", setting(["actions"], 5)),
+        ("actions-[5]", setting(["actions"], [5])),
+        ("actions-str", setting(["actions"], "slct_approve")),
+        ("actions-too-many", lambda p: {**p, "actions": p["actions"] * 30}),
+        ("action_id-5", setting(["actions", 0, "action_id"], 5)),
+        ("action_id-missing", lambda p: {**p, "actions": [{k: v for k, v in p["actions"][0].items() if k != "action_id"}]}),
+        ("block_id-list", setting(["actions", 0, "block_id"], ["slct:1"])),
+        ("value-huge", setting(["actions", 0, "value"], "x" * 100_000)),
+        ("value-dict", setting(["actions", 0, "value"], {"v": 1})),
+        ("selected_option-str", setting(["actions", 0, "selected_option"], "0")),
+        ("selected_option.value-int", setting(["actions", 0, "selected_option"], {"value": 0})),
+        ("action_ts-float", setting(["actions", 0, "action_ts"], 1700000100.5)),
+        ("user-str", setting(["user"], "U1")),
+        ("user-5", setting(["user"], 5)),
+        ("user-missing", lambda p: {k: v for k, v in p.items() if k != "user"}),
+        ("user.id-5", setting(["user", "id"], 5)),
+        ("user.id-not-an-id", setting(["user", "id"], "../../admin")),
+        ("user.username-list", setting(["user", "username"], ["boss"])),
+        ("user.team_id-bad", setting(["user", "team_id"], "nope")),
+        ("container-str", setting(["container"], "x")),
+        ("container.message_ts-5", setting(["container", "message_ts"], 5)),
+        ("channel-str", setting(["channel"], "C1")),
+        ("message-list", setting(["message"], [])),
+        ("trigger_id-dict", setting(["trigger_id"], {})),
+        ("type-5", setting(["type"], 5)),
+        ("payload-list", lambda p: [p]),
+        ("payload-str", lambda p: "block_actions"),
+        ("payload-null", lambda p: None),
+        ("payload-deep", lambda p: "DEEP"),
+    ]
+
+
+MUTATIONS = _mutations()
+
+
+@pytest.mark.parametrize("change", [c for _, c in MUTATIONS], ids=[i for i, _ in MUTATIONS])
+def test_malformed_block_actions_get_400_and_change_nothing(runner, waiting, client, fake_slack, change):
+    pid, call = waiting
+    payload = change(click_payload(call, button(call, "slct_approve"), user="U1"))
+    raw = "[" * 50_000 if payload == "DEEP" else json.dumps(payload)
+    before = len(fake_slack.calls)
+    r = post_signed(client, URL, {"payload": raw})
+    assert r.status_code == 400, r.content
+    assert r["Content-Type"].startswith("text/plain") and len(r.content) < 400
+    runner.run()
+    nothing_delivered(pid)
+    assert len(fake_slack.calls) == before  # no ephemeral, no update
+    assert runner.process(pid).status == "running"
+
+
+def _submission(view: dict, user: str = "U3") -> dict:
+    return {
+        "type": "view_submission", "user": {"id": user, "username": "carol"}, "team": {"id": "T1"},
+        "view": {**view, "id": "V1", "state": {"values": {"slct_answer": {"slct_answer": {
+            "type": "plain_text_input", "value": "an answer"}}}}},
+    }
+
+
+@pytest.fixture
+def asking(runner, slack_settings, fake_slack, client):
+    pid = runner.start("slack-test-ask", {"text": "Why?", "channel": "#dev"})
+    call = fake_slack.calls_to("chat.postMessage")[0]
+    assert click(client, call, button(call, "slct_ask_open"), user="U3", trigger_id="trig-9").status_code == 200
+    view = fake_slack.calls_to("views.open", ok_only=True)[0].params["view"]
+    return pid, view
+
+
+@pytest.mark.parametrize("path,value", [
+    (["view"], "x"),
+    (["view"], None),
+    (["view", "private_metadata"], "not-a-number"),
+    (["view", "private_metadata"], "1; DROP TABLE"),
+    (["view", "private_metadata"], "9" * 40),
+    (["view", "private_metadata"], 5),
+    (["view", "private_metadata"], "٣"),  # a digit, but not an ASCII one
+    (["view", "state"], "x"),
+    (["view", "state", "values"], 5),
+    (["view", "state", "values", "slct_answer"], []),
+    (["view", "state", "values", "slct_answer", "slct_answer"], "x"),
+    (["view", "state", "values", "slct_answer", "slct_answer", "value"], 42),
+    (["view", "state", "values", "slct_answer", "slct_answer", "value"], "x" * 5000),
+    (["view", "callback_id"], 7),
+    (["user"], "U3"),
+    (["team"], "T1"),
+], ids=lambda v: json.dumps(v)[:40])
+def test_malformed_view_submissions_get_400_and_change_nothing(runner, asking, client, path, value):
+    pid, view = asking
+    payload = _submission(view)
+    target = payload
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    r = post_signed(client, URL, {"payload": json.dumps(payload)})
+    assert r.status_code == 400, r.content
+    runner.run()
+    nothing_delivered(pid)
+
+
+def test_missing_or_empty_payload_is_400(runner, waiting, client):
+    pid, _ = waiting
+    assert post_signed(client, URL, {}).status_code == 400
+    assert post_signed(client, URL, {"payload": ""}).status_code == 400
+    assert post_signed(client, URL, {"payload": "x" * 1_100_000}).status_code == 400
+    runner.run()
+    nothing_delivered(pid)
+
+
+def test_someone_elses_modal_and_unknown_types_are_acknowledged(runner, asking, client):
+    pid, view = asking
+    other = _submission({**view, "callback_id": "another_apps_modal", "private_metadata": "whatever"})
+    assert post_signed(client, URL, {"payload": json.dumps(other)}).status_code == 200
+    assert post_signed(client, URL, {"payload": json.dumps({"type": "shortcut", "user": 5})}).status_code == 200
+    runner.run()
+    nothing_delivered(pid)
+
+
+# -- who answered: from what the server verified, never from the value ------------------------------
+
+def test_answered_by_comes_from_the_verified_provenance(runner, waiting, client, link, fake_slack):
+    pid, call = waiting
+    link("U777", username="bob")
+    assert click(client, call, button(call, "slct_approve"), user="U777", username="bobby").status_code == 200
+    runner.run()
+    out = runner.process(pid).output
+    assert out == {"approved": True, "by": "U777", "timed_out": False}
+    send = ExternalSend.objects.get()
+    # The value says what was answered; who answered is the send's provenance only.
+    assert "user" not in send.value and "via" not in send.value
+    assert send.sender == {"via": "slack", "user": "bob", "user_id": send.sender["user_id"], "slack_user": "U777",
+                           "answer": True, "name": "bobby"}
+    m = SlackMessage.objects.get(process_id=pid)
+    assert (m.answered_by, m.answered_by_name, m.answered_via) == ("U777", "bobby", "slack")
+    ran = Event.objects.get(process_id=pid, method="Main_CheckApprove")
+    assert ran.source["sender"]["slack_user"] == "U777"
+
+
+def test_approvers_are_matched_by_verified_slack_id_only(runner, slack_settings, fake_slack, client, link):
+    """Issue 12: `is_allowed` also matched names; a Slack user named like an approver (or linked to
+    a Django user of that name) answered in their place."""
+    pid = runner.start("slack-test-approve", {"channel": "#finance", "approvers": ["UBOSS"]})
+    call = fake_slack.calls_to("chat.postMessage")[0]
+    link("UEVIL", username="UBOSS")
+    assert click(client, call, button(call, "slct_approve"), user="UEVIL", username="UBOSS").status_code == 200
+    runner.run()
+    assert runner.process(pid).status == "running"
+    nothing_delivered(pid)
+    eph = fake_slack.calls_to("chat.postEphemeral", ok_only=True)
+    assert [e.params["user"] for e in eph] == ["UEVIL"] and "only <@UBOSS>" in eph[0].params["text"]
+    assert click(client, call, button(call, "slct_approve"), user="UBOSS", username="boss").status_code == 200
+    runner.run()
+    out = runner.process(pid).output
+    assert (out["approved"], out["user"], out["user_name"], out["via"]) == (True, "UBOSS", "boss", "slack")
+
+
+def test_approvers_must_be_slack_ids(runner, slack_settings, fake_slack):
+    pid = runner.start("slack-test-approve", {"channel": "#finance", "approvers": ["alice"]})
+    runner.assert_failed(pid, "approvers must be Slack user ids like U012ABCDEF (not names)")
+    assert fake_slack.calls == []
+
+
+def test_without_approvers_anyone_in_the_slack_channel_answers_linked_or_not(runner, waiting, client):
+    pid, call = waiting
+    assert click(client, call, button(call, "slct_reject"), user="UANYONE", username="any").status_code == 200
+    runner.run()
+    out = runner.process(pid).output
+    assert out == {"approved": False, "by": "UANYONE", "timed_out": False}
+    assert ExternalSend.objects.get().sender == {"via": "slack", "slack_user": "UANYONE", "answer": True, "name": "any"}

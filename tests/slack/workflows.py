@@ -12,7 +12,8 @@ from slack_integration import slack
 def _result(result: slack.Result) -> dict:
     return {
         "approved": result.approved, "text": result.text, "choice": result.choice, "user": result.user,
-        "user_name": result.user_name, "timed_out": result.timed_out, "via": result.via,
+        "user_name": result.user_name, "django_user": result.django_user, "timed_out": result.timed_out,
+        "via": result.via,
         "answered_at": result.answered_at.isoformat() if result.answered_at else None,
     }
 
@@ -101,3 +102,48 @@ class OtherPathTest:
 
     def Watchdog_Fire(self, p: Process):
         p.finish({"by": "watchdog"})
+
+
+@register("slack-test-waits")
+@dataclass
+class WaitsTest:
+    """Main waits on a channel it made (private); Named waits on a named (open) channel."""
+
+    inbox: str = ""
+    named: str = ""
+
+    def Main_Start(self, p: Process, input):
+        self.inbox = p.make_chan(1)
+        self.named = input.get("named", "slack-test-named")
+        p.go(self.Named_Start)
+        p.select().recv(self.inbox).to(self.Main_Got)
+
+    def Main_Got(self, p: Process, value):
+        p.finish({"got": value})
+
+    def Named_Start(self, p: Process):
+        p.select().recv(self.named).to(self.Named_Got)
+
+    def Named_Got(self, p: Process, value):
+        p.finish({"named": value})
+
+
+@register("slack-test-close")
+@dataclass
+class CloseTest:
+    """Main asks; Closer closes the question's reply channel after a while (the workflow gives up)."""
+
+    reply: str = ""
+
+    def Main_Start(self, p: Process, input):
+        self.reply = slack.approve(p, self.Main_Decided, "Approve?", channel="#finance")
+        p.go(self.Closer_Start)
+
+    def Main_Decided(self, p: Process, result: slack.Result):
+        p.finish(_result(result) | {"closed": result.closed, "answered": result.answered})
+
+    def Closer_Start(self, p: Process):
+        p.select().after(timedelta(seconds=30)).to(self.Closer_Close)
+
+    def Closer_Close(self, p: Process):
+        p.close(self.reply)
