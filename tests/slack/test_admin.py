@@ -91,3 +91,25 @@ def test_message_admin_lists_messages(runner, no_slack_credentials, client):
     client.force_login(User.objects.create_superuser("root", password="pw"))
     r = client.get("/admin/slack_integration/slackmessage/")
     assert r.status_code == 200 and "Listed?" in r.content.decode()
+
+
+def test_slack_users_are_linked_in_the_admin(db, client):
+    from slack_integration.models import SlackUser
+
+    root = User.objects.create_superuser("root", password="pw")
+    ann = User.objects.create_user("ann", email="ann@example.com")
+    client.force_login(root)
+    add = "/admin/slack_integration/slackuser/add/"
+    assert client.get(add).status_code == 200
+    r = client.post(add, {"slack_user_id": "ann", "team_id": "", "user": ann.pk, "note": ""})
+    assert r.status_code == 200 and "A Slack user id looks like U012ABCDEF." in r.content.decode()
+    r = client.post(add, {"slack_user_id": "U0ANN", "team_id": "T1", "user": ann.pk, "note": "finance"})
+    assert r.status_code == 302
+    link = SlackUser.objects.get()
+    assert (link.slack_user_id, link.team_id, link.user) == ("U0ANN", "T1", ann)
+    # The same Slack id twice for one workspace is refused.
+    r = client.post(add, {"slack_user_id": "U0ANN", "team_id": "T1", "user": root.pk, "note": ""})
+    assert r.status_code == 200 and SlackUser.objects.count() == 1
+    listing = client.get("/admin/slack_integration/slackuser/", {"q": "ann@example"}).content.decode()
+    assert "U0ANN" in listing and "finance" in listing
+    assert "U0ANN" not in client.get("/admin/slack_integration/slackuser/", {"q": "nobody"}).content.decode()
