@@ -1,8 +1,10 @@
 """Demo workflows from the seed: the counter, and a process with a second goroutine."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import ClassVar
 
 from slct_workflows import Process, register
 
@@ -11,7 +13,8 @@ from slct_workflows import Process, register
 @dataclass
 class CounterProcess:
     """Counts values sent on channel `counter` (or `input["channel"]`); finishes after an hour
-    (or `input["idle_seconds"]`) of silence."""
+    (or `input["idle_seconds"]`) of silence, or when the channel is closed (a receive on a
+    closed channel is always ready: waiting on it again would loop)."""
 
     counter: int = 0
     channel: str = "counter"
@@ -25,6 +28,9 @@ class CounterProcess:
         self._wait(p)
 
     def Main_Count(self, p: Process, value=None):
+        if p.closed:  # the channel was closed: nothing more will come
+            self.Main_Done(p)
+            return
         self.counter += 1
         self.values.append(value)
         self._wait(p)
@@ -79,7 +85,10 @@ class PingPongProcess:
 @dataclass
 class ReminderProcess:
     """A process with a second goroutine: Main waits for an answer on `answers` while the
-    Reminder goroutine nudges on channel `nudges` every `every` seconds."""
+    Reminder goroutine nudges on channel `nudges` every `every` seconds (at least MIN_EVERY: a
+    timer of 0 is due at once, and the reminder would nudge without ever waiting)."""
+
+    MIN_EVERY: ClassVar[float] = 1.0
 
     answer: str | None = None
     reminders: int = 0
@@ -89,7 +98,8 @@ class ReminderProcess:
 
     def Main_Start(self, p: Process, input=None):
         input = input or {}
-        self.every = float(input.get("every", self.every))
+        every = float(input.get("every", self.every))
+        self.every = every if math.isfinite(every) and every >= self.MIN_EVERY else self.MIN_EVERY
         self.answers = input.get("answers", self.answers)
         self.nudges = input.get("nudges", self.nudges)
         p.go(self.Reminder_Start)

@@ -3,7 +3,7 @@
 Rows change only through the service layer (operator actions with a confirmation step, in
 slct_workflows.admin_views), so every ModelAdmin here is read-only: the change page is a view page.
 Permissions for the actions:
-  cancel / retry a process, run the recovery sweep  -> slct_workflows.change_processinstance
+  cancel / retry / resume a process, run the sweep -> slct_workflows.change_processinstance
   send a value into a channel                       -> slct_workflows.add_externalsend
   close a channel                                   -> slct_workflows.change_channel
 """
@@ -61,10 +61,23 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 # -- processes -----------------------------------------------------------------------------------
 
+class PausedFilter(admin.SimpleListFilter):
+    title = "runaway guard"
+    parameter_name = "paused"
+
+    def lookups(self, request, model_admin):
+        return (("yes", "has goroutines paused by the runaway guard"),)
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(pk__in=Goroutine.objects.filter(status="paused").values("process_id"))
+        return queryset
+
+
 @admin.register(ProcessInstance)
 class ProcessInstanceAdmin(ReadOnlyAdmin):
     list_display = ("id", "definition", "status_badge", "step_count", "live_goroutines", "created_at", "updated_at")
-    list_filter = ("status", "definition", "created_at")
+    list_filter = ("status", PausedFilter, "definition", "created_at")
     search_fields = ("id", "definition", "error")
     date_hierarchy = "created_at"
     fields = (
@@ -74,16 +87,27 @@ class ProcessInstanceAdmin(ReadOnlyAdmin):
     readonly_fields = fields
     change_form_template = "admin/slct_workflows/processinstance/change_form.html"
     change_list_template = "admin/slct_workflows/processinstance/change_list.html"
-    actions = ("cancel_selected", "retry_selected")
+    actions = ("cancel_selected", "retry_selected", "resume_selected")
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(
-            n_live=Count("goroutines", filter=Q(goroutines__status__in=["runnable", "blocked", "failed"]))
+            n_live=Count("goroutines", filter=Q(goroutines__status__in=["runnable", "blocked", "failed", "paused"])),
+            n_paused=Count("goroutines", filter=Q(goroutines__status="paused")),
         )
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj):
         colors = {"running": "#2f6f9f", "done": "#2e7d32", "failed": "#c62828", "cancelled": "#6b6b6b"}
+        paused = getattr(obj, "n_paused", None)
+        if paused is None and obj.status == "running":
+            paused = obj.goroutines.filter(status="paused").count()
+        if paused and obj.status == "running":
+            # Running, but a goroutine is stopped by the runaway guard: not "fine".
+            return format_html(
+                '<span class="slct-status" style="color:{};font-weight:bold">{}</span> '
+                '<span class="slct-badge paused" title="paused by the runaway guard">{} paused</span>',
+                colors["running"], obj.get_status_display(), paused,
+            )
         return format_html(
             '<span class="slct-status" style="color:{};font-weight:bold">{}</span>',
             colors.get(obj.status, "#333"), obj.get_status_display(),
@@ -147,12 +171,20 @@ class ProcessInstanceAdmin(ReadOnlyAdmin):
             self, request, queryset, verb="retry", past="retried", allowed="failed", func=services.retry_process,
         )
 
+    @admin.action(description="Resume paused goroutines of selected processes…", permissions=["operate"])
+    def resume_selected(self, request, queryset):
+        return process_views.bulk_action(
+            self, request, queryset, verb="resume", past="resumed", allowed="running",
+            func=services.resume_process,
+        )
+
     def get_urls(self):
         return [
             self._mount("dashboard/", dashboard_views.dashboard_view, "dashboard"),
             self._mount("sweep/", dashboard_views.sweep_view, "sweep"),
             self._mount("<path:object_id>/cancel/", process_views.cancel_view, "cancel"),
             self._mount("<path:object_id>/retry/", process_views.retry_view, "retry"),
+            self._mount("<path:object_id>/resume/", process_views.resume_view, "resume"),
             self._mount("<path:object_id>/state/", state_views.state_view, "state"),
             self._mount("<path:object_id>/timeline.svg", process_views.timeline_view, "timeline"),
             *super().get_urls(),
@@ -167,7 +199,7 @@ class GoroutineAdmin(ReadOnlyAdmin):
     list_select_related = ("process",)
     fields = (
         "process_col", "name", "status", "waits_for", "next_method", "next_case", "next_value_json", "wait_seq",
-        "attempts", "retry_at", "last_error", "runnable_since", "created_at", "updated_at",
+        "attempts", "retry_at", "last_error", "paused_reason", "hot_steps", "runnable_since", "created_at", "updated_at",
     )
     readonly_fields = fields
 

@@ -170,6 +170,21 @@ def health_timeout() -> float:
     return _float("SLCT_HEALTH_TIMEOUT", 2.0, minimum=0.1)
 
 
+def runaway_steps() -> int:
+    """The runaway guard (docs/OPERATIONS.md "Runaway goroutines"): a goroutine whose select fires
+    at once on its own this many times in a row (a default, a due timer, a closed channel, its own
+    buffered value; never a value or a waiting party from elsewhere) is paused until an operator
+    resumes it. 0 turns the guard off."""
+    return _int("SLCT_RUNAWAY_STEPS", 1000, minimum=0)
+
+
+def runaway_rate() -> float:
+    """Steps per second: when set, a goroutine at the runaway limit is paused only if its last
+    SLCT_RUNAWAY_STEPS steps ran faster than this (slower ones start a new count). 0 (the
+    default): the count alone decides."""
+    return _float("SLCT_RUNAWAY_RATE", 0.0)
+
+
 # -- workers riding out outages (slct_workflows.worker) ------------------------------------------
 
 def worker_conn_max_age() -> int:

@@ -200,6 +200,7 @@ class Step:
         # lock) end goroutines, so whether any other is still live cannot change under us.
         self.others_live = any(x.id != g.id and x.status in LIVE for x in goroutines)
         self.started_goroutines = False  # this step ran p.go(...)
+        self.paused = ""  # the runaway guard paused the goroutine in this step: why
         self.started = time.perf_counter()
         self.runnable_since = g.runnable_since  # read before the step overwrites it
         self.woken: list[int] = []
@@ -292,6 +293,9 @@ class Step:
             fired_label = "finish"
         elif cases:
             runnable_again, fired_label = self._select(cases, locked)
+            if runnable_again and self._runaway():
+                runnable_again = False
+                fired_label += "; paused by the runaway guard"
         else:
             g.set_status(GoroutineStatus.DONE)
             fired_label = "end"
@@ -353,6 +357,7 @@ class Step:
         )
         if decision.blocked:
             g.set_status(GoroutineStatus.BLOCKED)
+            g.hot_steps = 0  # it waits for someone: not a runaway
             g.wait_seq += 1
             g.next_method, g.next_value, g.next_closed, g.next_case, g.next_source = "", None, False, "", None
             _INSERT_CASES([
@@ -374,6 +379,8 @@ class Step:
         popped = channels.apply(locked, decision, self.now, self.source)
         if case.kind == semantics.RECV and decision.pops:
             source = popped[0]  # the value came out of the buffer: its sender
+        if self._fired_on_its_own(case, decision, source):
+            g.hot_steps += 1
         for fire in decision.fires:
             if fire.waiter.owner[0] == "g":
                 self._note("woke", fire.waiter.owner[1])
@@ -385,6 +392,58 @@ class Step:
         g.next_source = source
         g.runnable_since = self.now
         return True, "fired " + g.next_case
+
+    # -- the runaway guard (DESIGN 2.9, docs/OPERATIONS.md "Runaway goroutines") --------------
+    def _fired_on_its_own(self, case: semantics.Case, decision: semantics.Decision, source: dict | None) -> bool:
+        """Did the select fire at once with nobody else taking part? A default, a timer already
+        due, a closed channel, or a value this goroutine buffered itself: nothing outside it has
+        to happen for the next one to fire too. A value another goroutine or the outside sent
+        (a buffer being drained, a sender waiting), a receiver waiting, or room in a buffer is
+        work between parties, and never counts (a consumer behind a busy channel fires at once
+        for as long as its producers keep up)."""
+        if case.kind in (semantics.DEFAULT, semantics.TIMER) or decision.closed:
+            return True
+        if case.kind == semantics.RECV and decision.pops and isinstance(source, dict):
+            return source.get("process") == self.proc.id and source.get("goroutine") == self.g.name
+        return False
+
+    def _runaway(self) -> bool:
+        """At the limit (conf.runaway_steps fires on its own in a row), pause the goroutine in
+        this step's transaction: its fired select is kept (next_method, value) for the resume.
+        With conf.runaway_rate set, a streak slower than that rate starts a new count instead."""
+        g = self.g
+        limit = conf.runaway_steps()
+        if not limit or g.hot_steps < limit:
+            return False
+        rate = conf.runaway_rate()
+        seconds = None
+        if rate:
+            seconds = self._streak_seconds(limit)
+            if seconds is not None and seconds > 0 and (limit - 1) / seconds < rate:
+                g.hot_steps = 0  # busy but slow (each step does real work): a new window
+                return False
+        g.set_status(GoroutineStatus.PAUSED)
+        speed = f" in {seconds:.1f} s" if seconds else ""
+        self.paused = g.paused_reason = (
+            f"runaway: the select of goroutine {g.name} fired at once {g.hot_steps} times in a row{speed} "
+            f"without waiting for anything (last: {g.next_case}, then {g.next_method}); "
+            f"the limit is SLCT_RUNAWAY_STEPS={limit}. Fix the workflow or what it waits on, then resume it."
+        )
+        self._note("paused", g.name)
+        log.warning("process %s: goroutine %s paused by the runaway guard (%s fires in a row, last %s)",
+                    self.proc.id, g.name, g.hot_steps, g.next_case)
+        return True
+
+    def _streak_seconds(self, limit: int) -> float | None:
+        """Seconds from the start of this goroutine's `limit`-th last step (this one included; its
+        event is not written yet) to the start of this one. A query only at the limit."""
+        if limit < 2:
+            return None
+        first = list(
+            Event.objects.filter(process_id=self.proc.id, goroutine=self.g.name, kind=EventKind.STEP)
+            .order_by("-seq").values_list("started_at", flat=True)[limit - 2: limit - 1]
+        )
+        return (self.now - first[0]).total_seconds() if first else None
 
     def _finish(self, output: Any, locked: channels.LockedChannels) -> None:
         proc, g = self.proc, self.g
@@ -415,12 +474,22 @@ class Step:
             g.runnable_since = None
         if kind == EventKind.STEP:
             g.attempts, g.retry_at, g.last_error = 0, None, ""
+        events = [event]
+        if self.paused:  # the runaway guard stopped the goroutine: its own history event
+            proc.step_count += 1
+            events.append(Event(
+                process=proc, seq=proc.step_count, kind=EventKind.PAUSE, goroutine=g.name,
+                detail={"next": "paused by the runaway guard", "reason": self.paused, "hot_steps": g.hot_steps,
+                        "then": g.next_method, "case": g.next_case},
+                started_at=event.finished_at, finished_at=event.finished_at,
+            ))
         # The step's last writes go together: one round trip on PostgreSQL (fixed_sql.execute_together).
         listened = post_save.has_listeners(Event)
         with _SAVE_PROCESS.saving(proc) as proc_row, _SAVE_GOROUTINE.saving(g) as goroutine_row:
-            execute_together([proc_row, goroutine_row, *([] if listened else [_INSERT_EVENT.statement([event])])])
+            execute_together([proc_row, goroutine_row, *([] if listened else [_INSERT_EVENT.statement(events)])])
         if listened:
-            event.save()  # listeners get the saved row, with its id
+            for e in events:
+                e.save()  # listeners get the saved row, with its id
 
     # -- failures ----------------------------------------------------------------------------
     def failed(self, failure: StepFailed) -> StepResult:

@@ -35,6 +35,7 @@ class GoroutineView:
     attempts: int = 0
     last_error: str = ""
     retry_at: datetime | None = None
+    paused_reason: str = ""  # why the runaway guard paused it (status paused)
 
     def waits_for(self, now: datetime | None = None) -> str:
         """Plain words: "Main waits to receive on `approvals` or 00:59:12 left on a timer, then Main_Done"."""
@@ -42,6 +43,8 @@ class GoroutineView:
         if self.status == GoroutineStatus.RUNNABLE:
             extra = f" (retry {self.attempts + 1} at {self.retry_at:%H:%M:%S})" if self.retry_at else ""
             return f"{self.name} is ready to run {self.next_method}{extra}"
+        if self.status == GoroutineStatus.PAUSED:
+            return f"{self.name} is paused by the runaway guard before {self.next_method}: resume it to go on"
         if self.status != GoroutineStatus.BLOCKED:
             return f"{self.name} is {self.status}"
         parts = []
@@ -66,6 +69,7 @@ class GoroutineView:
             "waits_for": self.waits_for(now), "pending_cases": [c.as_dict() for c in self.cases],
             "attempts": self.attempts, "last_error": self.last_error or None,
             "retry_at": self.retry_at.isoformat() if self.retry_at else None,
+            "paused_reason": self.paused_reason or None,
         }
 
 
@@ -74,7 +78,7 @@ def goroutines(process: ProcessInstance | str) -> list[GoroutineView]:
     views = {
         g.id: GoroutineView(
             id=g.id, name=g.name, status=g.status, next_method=g.next_method,
-            attempts=g.attempts, last_error=g.last_error, retry_at=g.retry_at,
+            attempts=g.attempts, last_error=g.last_error, retry_at=g.retry_at, paused_reason=g.paused_reason,
         )
         for g in Goroutine.objects.filter(process_id=pid).order_by("id")
     }
@@ -226,6 +230,18 @@ class Dashboard:
     runnable_count: int
     oldest_runnable: datetime | None
     retrying_count: int
+    paused: list[Goroutine] = field(default_factory=list)  # paused by the runaway guard, oldest first
+    paused_count: int = 0
+
+
+def paused_goroutines(process: ProcessInstance | str | None = None):
+    """Goroutines the runaway guard paused, in running processes, oldest pause first."""
+    from .models import ProcessStatus
+
+    qs = Goroutine.objects.filter(status=GoroutineStatus.PAUSED, process__status=ProcessStatus.RUNNING)
+    if process is not None:
+        qs = qs.filter(process_id=process.pk if isinstance(process, ProcessInstance) else process)
+    return qs.select_related("process").order_by("updated_at", "id")
 
 
 def dashboard(now: datetime | None = None, limit: int = 50) -> Dashboard:
@@ -263,6 +279,7 @@ def dashboard(now: datetime | None = None, limit: int = 50) -> Dashboard:
     )
     runnable = Goroutine.objects.filter(status=GoroutineStatus.RUNNABLE, process__status=ProcessStatus.RUNNING)
     failed = ProcessInstance.objects.filter(status=ProcessStatus.FAILED)
+    paused = paused_goroutines()
     return Dashboard(
         by_definition=list(rows.values()),
         status_totals=totals,
@@ -276,6 +293,8 @@ def dashboard(now: datetime | None = None, limit: int = 50) -> Dashboard:
         runnable_count=runnable.count(),
         oldest_runnable=runnable.aggregate(m=Min("runnable_since"))["m"],
         retrying_count=runnable.filter(retry_at__isnull=False).count(),
+        paused=list(paused[:limit]),
+        paused_count=paused.count(),
     )
 
 

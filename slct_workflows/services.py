@@ -455,3 +455,36 @@ def sweep(grace_seconds: float | None = None) -> SweepReport:
     except Exception as exc:  # redis.ConnectionError and friends: nothing was changed
         raise QueueUnavailable(f"the job queue (Redis) is unavailable: {exc}") from exc
     return SweepReport(runnable=len(runnable), timers=len(timers), outbox=len(outbox))
+
+
+# -- the runaway guard ------------------------------------------------------------------------
+
+def resume_process(process_id: str) -> ProcessInstance:
+    """Resume the goroutines the runaway guard paused (DESIGN 2.9): each becomes runnable again
+    with its count of fires in a row reset, and runs the step its last select fired (nothing it
+    received is lost). A RESUME event records which goroutines and why they had been paused. If
+    the cause is still there, the guard pauses it again after SLCT_RUNAWAY_STEPS fires."""
+
+    def attempt() -> ProcessInstance:
+        with transaction.atomic():
+            proc = _locked_process(process_id)
+            if proc.status != ProcessStatus.RUNNING:
+                raise Conflict(f"process {process_id!r} is {proc.status}; only running processes can be resumed")
+            paused = list(
+                Goroutine.objects.select_for_update().filter(process=proc, status=GoroutineStatus.PAUSED).order_by("id")
+            )
+            if not paused:
+                raise Conflict(f"process {process_id!r} has no paused goroutines")
+            now = clock.now()
+            reasons = {}
+            for g in paused:
+                reasons[g.name] = g.paused_reason
+                g.set_status(GoroutineStatus.RUNNABLE)
+                g.hot_steps, g.paused_reason, g.runnable_since = 0, "", now
+                g.save(update_fields=["status", "hot_steps", "paused_reason", "runnable_since", "updated_at"])
+            _operator_event(proc, EventKind.RESUME, {"goroutines": list(reasons), "reasons": reasons})
+            proc.save()
+            dispatch.after_commit_wake([g.id for g in paused])
+            return proc
+
+    return with_db_retries(attempt)

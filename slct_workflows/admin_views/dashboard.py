@@ -76,6 +76,9 @@ def dashboard_view(model_admin, request) -> HttpResponse:
             for c in data.overdue_timers
         ],
         "failed": [(p, process_url(p.pk)) for p in data.failed],
+        "paused": [(g, process_url(g.process_id), process_url(g.process_id, "resume")) for g in data.paused],
+        "can_resume": request.user.has_perm(PERM_OPERATE_PROCESS),
+        "runaway_steps": conf.runaway_steps(),
         "waiting": [(w, channel_url(w["channel"])) for w in data.waiting_by_channel],
         "oldest_runnable_age": _ago(now - data.oldest_runnable) if data.oldest_runnable else "",
         "queue": queue_info(),

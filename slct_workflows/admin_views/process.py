@@ -1,4 +1,4 @@
-"""The process page (extra context for the change view), its timeline, cancel and retry."""
+"""The process page (extra context for the change view), its timeline, cancel, retry and resume."""
 from __future__ import annotations
 
 from typing import Any
@@ -9,9 +9,9 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 
-from .. import clock, selectors, services, timeline
+from .. import clock, conf, selectors, services, timeline
 from ..errors import SlctError
-from ..models import ProcessInstance, ProcessStatus
+from ..models import GoroutineStatus, ProcessInstance, ProcessStatus
 from .common import (
     PERM_OPERATE_PROCESS, PERM_SEND, can_view_processes, channel_url, confirm_page, confirmed, process_url, require,
     service_error, waits_html,
@@ -33,7 +33,7 @@ def timeline_svg(proc: ProcessInstance, *, prefix: str = "tl") -> str:
         process_id=proc.pk,
         related=selectors.related_events(events, proc.pk),
         statuses={g.name: g.status for g in views},
-        waiting={g.name: g.waits_for(now) for g in views if g.status in ("blocked", "runnable")},
+        waiting={g.name: g.waits_for(now) for g in views if g.status in ("blocked", "runnable", "paused")},
         prefix=prefix,
         omitted=max(0, total - len(events)),
         process_url=process_url,
@@ -58,6 +58,7 @@ def page_context(request, proc: ProcessInstance) -> dict[str, Any]:
         })
     history_qs = Event.objects.filter(process_id=proc.pk).order_by("-seq")
     operate = user.has_perm(PERM_OPERATE_PROCESS)
+    paused = [g["view"] for g in goroutines if g["view"].status == GoroutineStatus.PAUSED]
     return {
         "slct_goroutines": goroutines,
         "slct_channels": [(c, channel_url(c.name)) for c in selectors.process_channels(proc)],
@@ -68,6 +69,9 @@ def page_context(request, proc: ProcessInstance) -> dict[str, Any]:
         "slct_history_total": history_qs.count(),
         "slct_can_cancel": operate and proc.status in (ProcessStatus.RUNNING, ProcessStatus.FAILED),
         "slct_can_retry": operate and proc.status == ProcessStatus.FAILED,
+        "slct_paused": paused,
+        "slct_can_resume": operate and bool(paused) and proc.status == ProcessStatus.RUNNING,
+        "slct_resume_url": process_url(proc.pk, "resume"),
         "slct_can_send": user.has_perm(PERM_SEND),
         "slct_cancel_url": process_url(proc.pk, "cancel"),
         "slct_retry_url": process_url(proc.pk, "retry"),
@@ -97,7 +101,7 @@ def cancel_view(model_admin, request, object_id: str) -> HttpResponse:
         else:
             messages.success(request, f"Process {proc.pk} was cancelled; its goroutines stopped.")
         return redirect(process_url(proc.pk))
-    live = [g for g in selectors.goroutines(proc) if g.status in ("runnable", "blocked", "failed")]
+    live = [g for g in selectors.goroutines(proc) if g.status in ("runnable", "blocked", "failed", "paused")]
     return confirm_page(
         model_admin, request, obj=proc, danger=True, reason_field=True,
         title=f"Cancel process {proc.pk}?",
@@ -134,6 +138,36 @@ def retry_view(model_admin, request, object_id: str) -> HttpResponse:
         back_url=process_url(proc.pk),
         details=[(g.name, f"{g.next_method}: {g.last_error}") for g in failed]
         + ([("error", proc.error.splitlines()[0])] if proc.error else []),
+    )
+
+
+def resume_view(model_admin, request, object_id: str) -> HttpResponse:
+    require(request, PERM_OPERATE_PROCESS)
+    proc = get_object_or_404(ProcessInstance, pk=unquote(object_id))
+    if confirmed(request):
+        try:
+            services.resume_process(proc.pk)
+        except SlctError as exc:
+            service_error(request, exc, f"resume process {proc.pk}")
+        else:
+            messages.success(
+                request, f"Process {proc.pk} resumed: its paused goroutines run again. If the cause is still "
+                         "there, the runaway guard pauses them again."
+            )
+        return redirect(process_url(proc.pk))
+    paused = [g for g in selectors.goroutines(proc) if g.status == GoroutineStatus.PAUSED]
+    return confirm_page(
+        model_admin, request, obj=proc,
+        title=f"Resume process {proc.pk}?",
+        question=(
+            f"Resume the goroutines of the {proc.definition} process {proc.pk} that the runaway guard paused? "
+            "Each runs the step its last select fired and is counted afresh: if what made it loop (a closed "
+            "channel, a default() or a timer of zero) is still there, it is paused again after "
+            f"{conf.runaway_steps()} steps in a row. Fix the cause first (or cancel the process)."
+        ),
+        verb="Yes, resume",
+        back_url=process_url(proc.pk),
+        details=[(g.name, g.paused_reason or "paused") for g in paused] or [("", "no goroutine is paused")],
     )
 
 

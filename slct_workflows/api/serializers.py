@@ -105,6 +105,9 @@ class GoroutineSerializer(serializers.Serializer):
     attempts = serializers.IntegerField()
     last_error = serializers.CharField(allow_null=True)
     retry_at = serializers.DateTimeField(allow_null=True)
+    paused_reason = serializers.CharField(
+        allow_null=True, help_text="status paused: why the runaway guard paused it (POST .../resume/ to go on)"
+    )
 
 
 class ProcessDetailSerializer(ProcessSerializer):

@@ -28,6 +28,7 @@ urlpatterns = [
     path("processes/<slct_name:pk>/history/", views.ProcessHistoryView.as_view(), name="slct-api-process-history"),
     path("processes/<slct_name:pk>/cancel/", views.ProcessCancelView.as_view(), name="slct-api-process-cancel"),
     path("processes/<slct_name:pk>/retry/", views.ProcessRetryView.as_view(), name="slct-api-process-retry"),
+    path("processes/<slct_name:pk>/resume/", views.ProcessResumeView.as_view(), name="slct-api-process-resume"),
     path("processes/<slct_name:pk>/", views.ProcessDetailView.as_view(), name="slct-api-process"),
     path("channels/", views.ChannelListView.as_view(), name="slct-api-channels"),
     path("channels/<slct_name:name>/send/", views.ChannelSendView.as_view(), name="slct-api-channel-send"),

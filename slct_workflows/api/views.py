@@ -365,3 +365,20 @@ class SendDetailView(SlctAPIView):
     )
     def get(self, request: Request, key: str) -> Response:
         return Response(s.SendRecordSerializer(services.get_send(key)).data)
+
+
+class ProcessResumeView(SlctAPIView):
+    required_permissions = {"POST": [perms.CHANGE_PROCESS]}
+    serializer_class = s.EmptySerializer  # for OPTIONS
+    lookup_names = {"pk": "process"}
+
+    @extend_schema(
+        operation_id="processes_resume", parameters=[PROCESS_ID], tags=["processes"],
+        summary="Resume the goroutines the runaway guard paused: they run again, counted afresh "
+                "(409 if none is paused)",
+        request=None,
+        responses={200: s.ProcessDetailSerializer, **_errors(*WRITE_ERRORS)},
+    )
+    def post(self, request: Request, pk: str) -> Response:
+        proc = services.resume_process(pk)
+        return Response(s.ProcessDetailSerializer(proc).data)
