@@ -72,4 +72,5 @@ urlpatterns = [
     path("django-rq/", include((superuser_only(django_rq_urls.urlpatterns), django_rq_urls.app_name))),
     path("api/", include("slct_workflows.api.urls")),
     path("slack/", include("slack_integration.urls")),
+    path("", include("slct_workflows.health_urls")),  # /healthz, /readyz, /metrics
 ]
