@@ -195,5 +195,6 @@ def worker_conn_max_age() -> int:
 
 def worker_redis_backoff_max() -> float:
     """Longest pause (seconds) between a worker's attempts to reach Redis during an outage; the
-    pauses double from half a second up to this."""
-    return _float("SLCT_WORKER_REDIS_BACKOFF_MAX", 4.0, minimum=0.1)
+    pauses double from half a second up to this (redis-py's own retries add up to a few seconds
+    per attempt)."""
+    return _float("SLCT_WORKER_REDIS_BACKOFF_MAX", 2.0, minimum=0.1)

@@ -116,11 +116,26 @@ def use(dispatcher: Dispatcher) -> Dispatcher:
     return previous
 
 
+_failing = False  # the last enqueue failed (Redis away): later failures are said in one line
+
+
 def _robust(what: str, func: Callable[..., Any], *args: Any) -> None:
+    """Enqueue, never raising: the work is in the database, where the recovery sweep finds it.
+    Every failure is logged (it is work waiting for the sweep), the traceback only with the first
+    of an outage; the first success after it says so."""
+    global _failing
     try:
         func(*args)
-    except Exception:  # Redis down: the sweep will find the work in the database
-        log.warning("could not %s; the recovery sweep will pick it up", what, exc_info=True)
+    except Exception as exc:  # Redis down: the sweep will find the work in the database
+        if _failing:
+            log.warning("could not %s (%s: %s); the recovery sweep will pick it up", what, type(exc).__name__, exc)
+        else:
+            log.warning("could not %s; the recovery sweep will pick it up", what, exc_info=True)
+        _failing = True
+        return
+    if _failing:
+        _failing = False
+        log.info("enqueueing works again")
 
 
 class _Claim(threading.local):

@@ -31,10 +31,10 @@ import threading
 import time
 from typing import Any, Callable
 
-from django.db import connection
+from django.db import DatabaseError, InterfaceError
 
 from . import clock, conf, dispatch, engine, heartbeat
-from .db import fresh_connection, with_db_retries
+from .db import fresh_connection, is_connection_lost, reset_connection
 
 log = logging.getLogger("slct_workflows")
 
@@ -67,7 +67,7 @@ def run_sweep(redis: Any, grace: float | None = None):
     started = time.monotonic()
     try:
         fresh_connection()
-        report = with_db_retries(lambda: services.sweep(grace))
+        report = _once_more(lambda: services.sweep(grace))
         heartbeat.record_sweep(redis)
     except Exception:
         sweep_failures += 1
@@ -77,6 +77,19 @@ def run_sweep(redis: Any, grace: float | None = None):
     sweep_repairs += report.runnable + report.timers + report.outbox
     _tell(True, report, time.monotonic() - started)
     return report
+
+
+def _once_more(func: Callable[[], Any]) -> Any:
+    """Run `func`; if its database connection was found dead, once more on a new one. Not
+    with_db_retries: a database that stays away fails the attempt at once, and the loop (which
+    must keep renewing its lease) tries again a second later."""
+    try:
+        return func()
+    except (DatabaseError, InterfaceError) as exc:
+        if not is_connection_lost(exc):
+            raise
+        reset_connection()
+        return func()
 
 
 def _tell(ok: bool, report: Any, seconds: float) -> None:
@@ -98,15 +111,6 @@ def fire_due(until: float | None = None) -> tuple[int, bool]:
         dispatch.wake_now(ids)
         fired += len(ids)
     return fired, False
-
-
-def _close_connection() -> None:
-    """A dead database connection is opened afresh next round."""
-    try:
-        if not connection.in_atomic_block:
-            connection.close()
-    except Exception:
-        pass
 
 
 class TimerLoop:
@@ -165,7 +169,7 @@ class TimerLoop:
                     wait = RETRY_SECONDS
                 self.stopping.wait(wait)
         finally:
-            _close_connection()
+            reset_connection()
 
     def tick(self) -> float:
         """One round; returns how long to sleep before the next."""
@@ -201,14 +205,14 @@ class TimerLoop:
             # The database away: the sweep (when it is back) and the scheduled fire_timers jobs
             # cover it. Said once per outage, not once a second.
             self._failed("timers", "round failed", exc)
-            _close_connection()
+            reset_connection()
             return RETRY_SECONDS
         if self._recovered("timers"):
             self.next_sweep = 0.0  # the database is back: find what the outage left behind
         return wait
 
     def _round(self) -> float:
-        due = with_db_retries(engine.next_timer_deadline)
+        due = _once_more(engine.next_timer_deadline)
         now = clock.now()
         if due is None or due > now:
             wait = self.poll if due is None else (due - now).total_seconds()
@@ -225,7 +229,7 @@ class TimerLoop:
             report = run_sweep(self.redis, self.sweep_grace)
         except Exception as exc:
             self._failed("sweep", "recovery sweep failed", exc)
-            _close_connection()
+            reset_connection()
             self.next_sweep = time.monotonic() + RETRY_SECONDS
             return RETRY_SECONDS
         self._recovered("sweep")

@@ -11,7 +11,7 @@ the recovery sweep every SLCT_SWEEP_INTERVAL seconds.
 out of registration, the suspension check, the maintenance tasks, the bookkeeping of a finished
 job or a heartbeat ends `work()` ("found an unhandled exception, quitting"), and a Redis
 TimeoutError ends it too. This worker instead waits for Redis wherever it talks to it: pauses
-growing from 0.5 s to SLCT_WORKER_REDIS_BACKOFF_MAX (4 s), the outage logged once when it begins
+growing from 0.5 s to SLCT_WORKER_REDIS_BACKOFF_MAX (2 s), the outage logged once when it begins
 and once when it ends, a stop request (SIGTERM) still honoured while it waits. After the outage
 it registers itself again if Redis lost its registration (an empty restart) and restarts RQ's
 scheduler process if that died with Redis. A job whose bookkeeping Redis took down has done its
@@ -30,6 +30,8 @@ import time
 from typing import Any, Callable, TypeVar
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from rq.exceptions import DequeueTimeout, StopRequested
 from rq.logutils import blue, green
 from rq.utils import now
@@ -281,8 +283,10 @@ class Worker(SimpleWorker):
         """The timer loop's own client (same server, short timeouts): a lease it cannot renew in a
         few seconds is lost anyway, so it must not wait on RQ's long socket timeout."""
         pool = self.connection.connection_pool
+        # One quick retry (a dropped idle connection), not redis-py's ten with backoff: the loop
+        # itself tries again every second.
         kwargs = {**pool.connection_kwargs, "socket_timeout": LOOP_REDIS_TIMEOUT,
-                  "socket_connect_timeout": LOOP_REDIS_TIMEOUT}
+                  "socket_connect_timeout": LOOP_REDIS_TIMEOUT, "retry": Retry(NoBackoff(), 1)}
         return redis.Redis(connection_pool=type(pool)(connection_class=pool.connection_class, **kwargs))
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
