@@ -38,6 +38,7 @@ log = logging.getLogger("slct_workflows")
 
 
 LIVE = (GoroutineStatus.RUNNABLE, GoroutineStatus.BLOCKED, GoroutineStatus.FAILED, GoroutineStatus.PAUSED)
+HOT_STEPS_MAX = 2**31 - 1  # the column's range: with the runaway guard off the count stops there
 
 
 @dataclass
@@ -379,7 +380,7 @@ class Step:
         popped = channels.apply(locked, decision, self.now, self.source)
         if case.kind == semantics.RECV and decision.pops:
             source = popped[0]  # the value came out of the buffer: its sender
-        if self._fired_on_its_own(case, decision, source):
+        if self._fired_on_its_own(case, decision, source) and g.hot_steps < HOT_STEPS_MAX:
             g.hot_steps += 1
         for fire in decision.fires:
             if fire.waiter.owner[0] == "g":
