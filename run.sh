@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole thing: venv, install, migrate, Redis (embedded unless REDIS_URL is set),
 # an RQ worker with the scheduler, the timer loop and the periodic recovery sweep (restarted if it
-# dies), and the web server on :8000.
+# dies), and the web server on :8000. Ctrl+C or a SIGTERM to this script stops all of it.
 set -euo pipefail
 cd "$(dirname "$0")"
 # Development mode, explicitly: the settings default to production (docs/SECURITY.md).
@@ -11,17 +11,22 @@ PY=.venv/bin/python
 $PY manage.py migrate --noinput
 $PY manage.py slct_admin_user
 
+# Runs a command in a process group of its own, so that stopping it stops what it started too
+# (the worker's scheduler process, the web server's autoreloaded child). Always run with `&`:
+# exec replaces the background subshell, so $! is the command's pid and its group's id.
+in_own_group() {
+  exec "$PY" -c 'import os, sys; os.setpgid(0, 0); os.execv(sys.argv[1], sys.argv[1:])' "$@"
+}
+
 # The worker rides out Redis and database outages by itself (slct_workflows/worker.py), and its
 # timer loop runs the recovery sweep; this loop restarts it if it dies anyway (a crash, an OOM
-# kill, kill -9), after a pause that grows while it keeps dying young. Each worker runs in a
-# process group of its own, so the scheduler process it forks goes with it.
+# kill, kill -9), after a pause that grows while it keeps dying young.
 supervise_worker() {
   local pause=1 child=0 started status
   trap 'kill -TERM -- -$child 2>/dev/null || true; wait $child 2>/dev/null || true; exit 0' TERM INT
   while true; do
     started=$SECONDS
-    $PY -c 'import os, sys; os.setpgid(0, 0); os.execv(sys.argv[1], sys.argv[1:])' \
-      "$PY" manage.py rqworker "${SLCT_QUEUE:-slct}" --with-scheduler &
+    in_own_group "$PY" manage.py rqworker "${SLCT_QUEUE:-slct}" --with-scheduler &
     child=$!
     status=0
     wait $child || status=$?
@@ -32,14 +37,26 @@ supervise_worker() {
     pause=$(( pause < 30 ? pause * 2 : 30 ))
   done
 }
-supervise_worker &
-SUPERVISOR=$!
-trap 'kill -TERM $SUPERVISOR 2>/dev/null || true; wait $SUPERVISOR 2>/dev/null || true' EXIT
+
+WEB=0
+SUPERVISOR=0
+stop_all() {
+  trap - EXIT INT TERM
+  [ "$WEB" != 0 ] && kill -TERM -- -"$WEB" 2>/dev/null || true
+  [ "$SUPERVISOR" != 0 ] && kill -TERM "$SUPERVISOR" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap stop_all EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+supervise_worker &
+SUPERVISOR=$!
 
 # A second path for the sweep beside the workers' own: the self-rescheduling RQ job.
 $PY manage.py slct_sweep --schedule || echo "run.sh: could not schedule the sweep job (the worker sweeps anyway)" >&2
 exec_port="${PORT:-8000}"
 echo "SLCT is up: http://127.0.0.1:${exec_port}/admin/  (REST: /api/, docs: /api/docs/)"
-$PY manage.py runserver "0.0.0.0:${exec_port}"
+in_own_group "$PY" manage.py runserver "0.0.0.0:${exec_port}" &
+WEB=$!
+wait $WEB

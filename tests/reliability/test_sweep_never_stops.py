@@ -1,0 +1,104 @@
+"""The recovery sweep cannot die (issue 13): the timer loop's sweep, driven by hand, survives its
+own failures (counted, logged once, retried a second later), records every sweep where /readyz
+and the metrics read it, sweeps at once with no grace when Redis lost its data; and the scheduled
+sweep job schedules its successor even when its sweep fails."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from slct_workflows import heartbeat, jobs, services, timer_loop
+from slct_workflows.timer_loop import TimerLoop
+
+
+@pytest.fixture
+def loop(db, clean_redis):
+    loop = TimerLoop(clean_redis, "sweep-test", poll=0, sweep_interval=60)  # timers off: the sweep alone
+    yield loop
+    clean_redis.delete(loop.key, loop.epoch_key)
+
+
+def _due_now(loop: TimerLoop) -> None:
+    loop.next_sweep = 0.0
+
+
+def test_a_failing_sweep_is_counted_logged_once_and_retried(loop, clean_redis, monkeypatch, caplog):
+    calls: list = []
+    seen: list = []
+    real = services.sweep
+
+    def flaky(grace=None):
+        calls.append(grace)
+        if len(calls) <= 3:
+            raise RuntimeError("the database is away")
+        return real(grace)
+
+    monkeypatch.setattr(services, "sweep", flaky)
+    monkeypatch.setattr(timer_loop, "sweep_listeners", [lambda ok, report, seconds: seen.append(ok)])
+    before = timer_loop.sweep_stats()
+    with caplog.at_level(logging.INFO, logger="slct_workflows"):
+        assert loop.tick() == pytest.approx(timer_loop.RETRY_SECONDS)  # fails: tries again in a second
+        for _ in range(2):
+            _due_now(loop)
+            assert loop.tick() == pytest.approx(timer_loop.RETRY_SECONDS)
+        assert heartbeat.last_sweep(clean_redis) is None  # no sweep completed yet
+        _due_now(loop)
+        assert loop.tick() == pytest.approx(1.0)  # swept; the lease is checked again in a second
+    after = timer_loop.sweep_stats()
+    assert after["failures"] - before["failures"] == 3
+    assert after["runs"] - before["runs"] == 1
+    assert seen == [False, False, False, True]
+    assert heartbeat.last_sweep(clean_redis) is not None
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("recovery sweep failed" in m for m in messages) == 1, messages  # once per outage
+    assert any("sweep running again" in m for m in messages), messages
+    # The first sweep of a Redis without the epoch marker (new, or emptied) takes no grace.
+    assert calls[0] == 0.0 and calls[-1] == 0.0
+
+
+def test_redis_losing_its_data_brings_a_sweep_with_no_grace_at_once(loop, clean_redis, monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(services, "sweep", lambda grace=None: calls.append(grace) or services.SweepReport())
+    loop.tick()
+    assert calls == [0.0]
+    loop.tick()
+    assert calls == [0.0]  # the next one waits for its interval
+    clean_redis.delete(loop.epoch_key, heartbeat.sweep_key())  # "Redis lost its data"
+    loop.renew_at = 0.0  # the next lease renewal (within a second in a running loop) notices
+    loop.tick()
+    assert calls == [0.0, 0.0]
+    assert heartbeat.last_sweep(clean_redis) is not None
+
+
+def test_a_new_leader_sweeps_at_once_with_the_usual_grace(loop, clean_redis, monkeypatch):
+    calls: list = []
+    monkeypatch.setattr(services, "sweep", lambda grace=None: calls.append(grace) or services.SweepReport())
+    clean_redis.set(loop.epoch_key, "someone")  # Redis kept its data
+    clean_redis.set(loop.key, "another-worker", px=100)  # another worker leads...
+    assert loop.tick() == pytest.approx(1.0) and calls == []
+    clean_redis.delete(loop.key)  # ...and dies: its lease runs out
+    loop.tick()
+    assert calls == [None]  # SLCT_SWEEP_GRACE
+
+
+def test_the_scheduled_sweep_job_schedules_its_successor_even_when_it_fails(db, clean_redis, settings, monkeypatch):
+    from django.conf import settings as django_settings
+
+    settings.SLCT_SWEEP_INTERVAL = 15
+    scheduled = f"rq:scheduled:{django_settings.SLCT_QUEUE}"
+
+    def broken(redis, grace=None):
+        raise RuntimeError("terminating connection due to administrator command")
+
+    monkeypatch.setattr(timer_loop, "run_sweep", broken)
+    with pytest.raises(RuntimeError):
+        jobs.sweep()
+    jobs_scheduled = [j.decode() for j in clean_redis.zrange(scheduled, 0, -1)]
+    assert any(j.startswith("slct-sweep-") for j in jobs_scheduled), jobs_scheduled
+
+    # With a sweep recorded a moment ago (the workers' own), the job does not sweep again.
+    clean_redis.delete(scheduled)
+    heartbeat.record_sweep(clean_redis)
+    assert "skipped" in jobs.sweep()
+    assert any(j.startswith(b"slct-sweep-") for j in clean_redis.zrange(scheduled, 0, -1))
