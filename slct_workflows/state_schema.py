@@ -116,6 +116,10 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
+def _got(value: Any) -> str:
+    return "null" if value is None else f"{_kind(value)} ({_show(value)})"
+
+
 def _show(value: Any) -> str:
     text = json.dumps(value, default=str)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -196,7 +200,7 @@ def check_value(value: Any, tp: Any, where: str, problems: list[str]) -> None:
         return
     if tp is None or tp is type(None):
         if value is not None:
-            problems.append(f"{where}: expected null, got {_kind(value)} ({_show(value)})")
+            problems.append(f"{where}: expected null, got {_got(value)}")
         return
     if isinstance(tp, typing.NewType):
         check_value(value, tp.__supertype__, where, problems)
@@ -219,7 +223,7 @@ def check_value(value: Any, tp: Any, where: str, problems: list[str]) -> None:
                 return
             if inside is None and not arm_problems[0].startswith(f"{where}: expected"):
                 inside = arm_problems
-        problems.extend(inside or [f"{where}: expected {describe(tp)}, got {_kind(value)} ({_show(value)})"])
+        problems.extend(inside or [f"{where}: expected {describe(tp)}, got {_got(value)}"])
         return
     if origin is typing.Literal:
         if not any(value == a and type(value) is type(a) for a in args):
@@ -227,23 +231,23 @@ def check_value(value: Any, tp: Any, where: str, problems: list[str]) -> None:
         return
     if tp is bool:
         if not isinstance(value, bool):
-            problems.append(f"{where}: expected a boolean, got {_kind(value)} ({_show(value)})")
+            problems.append(f"{where}: expected a boolean, got {_got(value)}")
         return
     if tp is int:
         if not isinstance(value, int) or isinstance(value, bool):
-            problems.append(f"{where}: expected an integer, got {_kind(value)} ({_show(value)})")
+            problems.append(f"{where}: expected an integer, got {_got(value)}")
         return
     if tp is float:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
-            problems.append(f"{where}: expected a number, got {_kind(value)} ({_show(value)})")
+            problems.append(f"{where}: expected a number, got {_got(value)}")
         return
     if tp is str:
         if not isinstance(value, str):
-            problems.append(f"{where}: expected a string, got {_kind(value)} ({_show(value)})")
+            problems.append(f"{where}: expected a string, got {_got(value)}")
         return
     if isinstance(tp, type) and tp in STRING_TYPES:
         if not isinstance(value, str) or not STRING_TYPES[tp](value):
-            problems.append(f"{where}: expected {describe(tp)}, got {_kind(value)} ({_show(value)})")
+            problems.append(f"{where}: expected {describe(tp)}, got {_got(value)}")
         return
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         if not any(value == m.value and type(value) is type(m.value) for m in tp):
@@ -251,7 +255,7 @@ def check_value(value: Any, tp: Any, where: str, problems: list[str]) -> None:
         return
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            problems.append(f"{where}: expected {describe(tp)}, got {_kind(value)} ({_show(value)})")
+            problems.append(f"{where}: expected {describe(tp)}, got {_got(value)}")
             return
         check_object(tp, value, where, problems, complete=True)
         return
@@ -260,7 +264,7 @@ def check_value(value: Any, tp: Any, where: str, problems: list[str]) -> None:
         return  # a typing construct we do not know: any JSON
     if issubclass(container, Mapping):
         if not isinstance(value, dict):
-            problems.append(f"{where}: expected {describe(tp)}, got {_kind(value)} ({_show(value)})")
+            problems.append(f"{where}: expected {describe(tp)}, got {_got(value)}")
             return
         if len(args) == 2:
             for key, item in value.items():
@@ -268,7 +272,7 @@ def check_value(value: Any, tp: Any, where: str, problems: list[str]) -> None:
         return
     if issubclass(container, (Sequence, set, frozenset)) and not issubclass(container, (str, bytes)):
         if not isinstance(value, list):
-            problems.append(f"{where}: expected {describe(tp)}, got {_kind(value)} ({_show(value)})")
+            problems.append(f"{where}: expected {describe(tp)}, got {_got(value)}")
             return
         if issubclass(container, tuple) and args and not (len(args) == 2 and args[1] is Ellipsis):
             if args == ((),):  # tuple[()]
