@@ -19,11 +19,24 @@ def loop(db, clean_redis):
     clean_redis.delete(loop.key, loop.epoch_key)
 
 
-def _due_now(loop: TimerLoop) -> None:
-    loop.next_sweep = 0.0
+class FakeTime:
+    """The loop's monotonic clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
 
 
-def test_a_failing_sweep_is_counted_logged_once_and_retried(loop, clean_redis, monkeypatch, caplog):
+@pytest.fixture
+def clock(monkeypatch) -> FakeTime:
+    fake = FakeTime()
+    monkeypatch.setattr(timer_loop, "time", fake)
+    return fake
+
+
+def test_a_failing_sweep_is_counted_logged_once_and_retried(loop, clean_redis, monkeypatch, caplog, clock):
     calls: list = []
     seen: list = []
     real = services.sweep
@@ -40,44 +53,54 @@ def test_a_failing_sweep_is_counted_logged_once_and_retried(loop, clean_redis, m
     with caplog.at_level(logging.INFO, logger="slct_workflows"):
         assert loop.tick() == pytest.approx(timer_loop.RETRY_SECONDS)  # fails: tries again in a second
         for _ in range(2):
-            _due_now(loop)
+            clock.now += timer_loop.RETRY_SECONDS
             assert loop.tick() == pytest.approx(timer_loop.RETRY_SECONDS)
         assert heartbeat.last_sweep(clean_redis) is None  # no sweep completed yet
-        _due_now(loop)
+        assert len(calls) == 3
+        clock.now += timer_loop.RETRY_SECONDS
         assert loop.tick() == pytest.approx(1.0)  # swept; the lease is checked again in a second
+        clock.now += 30
+        loop.tick()
+        assert len(calls) == 4  # the next one waits for its interval (60 s)...
+        clock.now += 30
+        loop.tick()
+        assert len(calls) == 5  # ...and comes
     after = timer_loop.sweep_stats()
     assert after["failures"] - before["failures"] == 3
-    assert after["runs"] - before["runs"] == 1
-    assert seen == [False, False, False, True]
+    assert after["runs"] - before["runs"] == 2
+    assert seen == [False, False, False, True, True]
     assert heartbeat.last_sweep(clean_redis) is not None
     messages = [r.getMessage() for r in caplog.records]
     assert sum("recovery sweep failed" in m for m in messages) == 1, messages  # once per outage
     assert any("sweep running again" in m for m in messages), messages
-    # The first sweep of a Redis without the epoch marker (new, or emptied) takes no grace.
-    assert calls[0] == 0.0 and calls[-1] == 0.0
+    # The first sweep of a Redis without the epoch marker (new, or emptied) takes no grace, until
+    # one succeeds; then the usual grace (SLCT_SWEEP_GRACE).
+    assert calls == [0.0, 0.0, 0.0, 0.0, None]
 
 
-def test_redis_losing_its_data_brings_a_sweep_with_no_grace_at_once(loop, clean_redis, monkeypatch):
+def test_redis_losing_its_data_brings_a_sweep_with_no_grace_at_once(loop, clean_redis, monkeypatch, clock):
     calls: list = []
     monkeypatch.setattr(services, "sweep", lambda grace=None: calls.append(grace) or services.SweepReport())
     loop.tick()
     assert calls == [0.0]
+    clock.now += 1.0
     loop.tick()
     assert calls == [0.0]  # the next one waits for its interval
     clean_redis.delete(loop.epoch_key, heartbeat.sweep_key())  # "Redis lost its data"
-    loop.renew_at = 0.0  # the next lease renewal (within a second in a running loop) notices
+    clock.now += 1.0  # the next lease renewal (every second) notices
     loop.tick()
     assert calls == [0.0, 0.0]
     assert heartbeat.last_sweep(clean_redis) is not None
 
 
-def test_a_new_leader_sweeps_at_once_with_the_usual_grace(loop, clean_redis, monkeypatch):
+def test_a_new_leader_sweeps_at_once_with_the_usual_grace(loop, clean_redis, monkeypatch, clock):
     calls: list = []
     monkeypatch.setattr(services, "sweep", lambda grace=None: calls.append(grace) or services.SweepReport())
     clean_redis.set(loop.epoch_key, "someone")  # Redis kept its data
     clean_redis.set(loop.key, "another-worker", px=100)  # another worker leads...
     assert loop.tick() == pytest.approx(1.0) and calls == []
     clean_redis.delete(loop.key)  # ...and dies: its lease runs out
+    clock.now += 1.0
     loop.tick()
     assert calls == [None]  # SLCT_SWEEP_GRACE
 

@@ -231,6 +231,13 @@ def _terminate_backends(seconds: float) -> int:
     return terminated
 
 
+def _backends() -> set[int]:
+    """The other backends of the test database (the workers')."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        return {row[0] for row in cur.fetchall()}
+
+
 def _hold_sqlite_writer(seconds: float) -> None:
     """SQLite's one writer lock, held by this process: every worker's write waits for it."""
     with transaction.atomic():  # BEGIN IMMEDIATE (settings): the write lock at once
@@ -252,7 +259,16 @@ def test_every_backend_terminated_the_sweep_runs_again_and_work_completes(rel_wo
     _wait_progress(pids, size, 0.25, rel_workers)
     _wait_for(lambda: _last_sweep() > 0, 30, "the workers' first sweep", rel_workers)
     workers = rel_workers.alive()
+    persistent = {}
     if connection.vendor == "postgresql":
+        # The workers keep their connections across jobs (SLCT_WORKER_CONN_MAX_AGE), while the
+        # web default is one per request: the same backends serve the jobs a second later.
+        first = _backends()
+        time.sleep(1.0)
+        later = _backends()
+        assert len(later) <= 2 * len(workers) + 1, f"{len(later)} backends for {len(workers)} workers"
+        assert len(first & later) >= len(workers), (first, later)
+        persistent = {"worker_backends": len(later), "backends_kept_across_1s": len(first & later)}
         faults = _terminate_backends(3.0)
         fault = "backends_terminated"
     else:
@@ -268,6 +284,7 @@ def test_every_backend_terminated_the_sweep_runs_again_and_work_completes(rel_wo
     recorded = Event.objects.filter(process_id__in=pids, kind__in=["error", "failed"]).count()
     assert recorded == 0, f"{recorded} lost connections were recorded as failures of the user's steps"
     report("unattended-backends-terminated", processes=len(pids), values_sent=figures["sent"], **{fault: faults},
+           **persistent,
            **recovery, all_done_after_fault_s=round(time.monotonic() - t_end, 1),
            waited_s=waited["seconds"], step_attempts=began, interrupted_attempts=began - committed_steps(pids),
            sweep_failures_logged=_log_count(rel_workers, "recovery sweep failed"), manual_sweeps=0,
