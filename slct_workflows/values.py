@@ -14,14 +14,39 @@ class ValueError_(ValueError):
 
 
 # Channel names, process ids: one rule everywhere (steps, services, REST, Slack), so a name a
-# step can make is a name an operator can send to.
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@#/+-]{0,199}$")
-NAME_RULE = "1-200 characters of letters, digits and _.:@#/+- starting with a letter or digit"
+# step can make is a name an operator can send to. A name is also one URL path segment exactly as
+# written: no `/` (a process `x/history` would shadow the history of `x`), no `#`, `?`, `%` or
+# spaces (they end or change the path, or need escaping), and it cannot be `.` or `..`. The
+# runtime's own names fit: uuid hex ids, `chan-<hex>`, `result-<id>`, `slack-<hex>`.
+NAME_MAX = 200
+NAME_CHARS = "A-Za-z0-9_.:@+-"
+# Unanchored, in the syntax Python, JavaScript (OpenAPI `pattern`) and Django URL converters share.
+NAME_PATTERN = rf"[A-Za-z0-9][{NAME_CHARS}]{{0,{NAME_MAX - 1}}}"
+NAME_RE = re.compile(rf"\A{NAME_PATTERN}\Z")  # \Z: `$` would also accept a trailing newline
+NAME_RULE = f"1-{NAME_MAX} characters of letters, digits and _.:@+- starting with a letter or digit"
+
+# Idempotency keys sent in the `Idempotency-Key` header: printable ASCII, spaces only inside.
+# HTTP carries header values as bytes (non-ASCII arrives garbled as Latin-1) and strips the
+# spaces around them, so a key outside this set could not be sent back as it was stored.
+KEY_MAX = 255
+KEY_PATTERN = rf"[!-~](?:[ -~]{{0,{KEY_MAX - 2}}}[!-~])?"
+KEY_RE = re.compile(rf"\A{KEY_PATTERN}\Z")
+KEY_RULE = f"1-{KEY_MAX} printable ASCII characters (spaces only between others)"
+
 MAX_CAPACITY = 1_000_000
 
 
 def is_name(value: Any) -> bool:
     return isinstance(value, str) and NAME_RE.match(value) is not None
+
+
+def is_key(value: Any) -> bool:
+    return isinstance(value, str) and KEY_RE.match(value) is not None
+
+
+def is_capacity(value: Any) -> bool:
+    """A buffer size: an int (not a bool, not 5.0, not "5") from 0 to MAX_CAPACITY."""
+    return type(value) is int and 0 <= value <= MAX_CAPACITY
 
 
 def _reject_nan(x: str) -> Any:

@@ -8,15 +8,19 @@ Service errors (slct_workflows.errors) map to status codes here, so views only c
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, JsonResponse
+from django.utils.encoding import escape_uri_path
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from ..errors import ChannelClosed, Conflict, Forbidden, InvalidInput, NoReceiver, NotFound, QueueUnavailable, SlctError
+from ..values import NAME_RULE
 
 SERVICE_STATUS: list[tuple[type[SlctError], int]] = [
     (NotFound, status.HTTP_404_NOT_FOUND),
@@ -89,12 +93,19 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return Response(body, status=exc.status_code, headers=headers)
 
 
+# A URL below a collection that matched no route: most likely an id or name outside the name rule.
+_NAMED = re.compile(r"/(?:processes|channels|definitions)/.+/\Z", re.S)
+
+
+@csrf_exempt  # it changes nothing; a CSRF failure would answer a POST with Django's HTML 403 page
 def not_found_view(request, *args: Any, **kwargs: Any) -> JsonResponse:
     """Unknown URLs under /api/ answer in JSON too (with a hint when only the slash is missing)."""
     from django.urls import Resolver404, resolve
 
-    detail = f"no API endpoint at {request.path}"
-    if not request.path.endswith("/"):
+    detail = f"no API endpoint at {escape_uri_path(request.path)}"  # NUL or newlines stay escaped
+    if _NAMED.search(request.path):
+        detail += f" (process ids and channel names are {NAME_RULE})"
+    elif not request.path.endswith("/"):
         try:
             if resolve(request.path + "/").func is not not_found_view:
                 detail += f" (did you mean {request.path}/ ?)"

@@ -1,23 +1,28 @@
 """REST API routes, mounted at /api/ (see docs/API.md).
 
-Process ids, channel names and send keys may contain `/`, so they use a `path`-like converter; the
-sub-resources (`history/`, `cancel/`, `send/`, ...) are listed before the detail routes.
+Process ids and channel names match exactly the name rule of slct_workflows.values (no `/`), so a
+name is one path segment and `processes/<id>/history/` can never be read as a process id. Send
+keys may contain `/`: no route lies below `sends/<key>/`.
 """
 from django.urls import path, re_path, register_converter
-from django.urls.converters import PathConverter
+from django.urls.converters import StringConverter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from ..values import KEY_PATTERN, NAME_PATTERN
 from . import views
 from .exceptions import not_found_view
 
 
-class AnyPathConverter(PathConverter):
-    """Like `path`, but also matches names containing newlines (steps may make such channels)."""
-
-    regex = r"[\s\S]+"
+class NameConverter(StringConverter):
+    regex = NAME_PATTERN
 
 
-register_converter(AnyPathConverter, "slct_name")
+class KeyConverter(StringConverter):
+    regex = KEY_PATTERN
+
+
+register_converter(NameConverter, "slct_name")
+register_converter(KeyConverter, "slct_key")
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="slct-api-schema"),
@@ -34,6 +39,6 @@ urlpatterns = [
     path("channels/<slct_name:name>/send/", views.ChannelSendView.as_view(), name="slct-api-channel-send"),
     path("channels/<slct_name:name>/close/", views.ChannelCloseView.as_view(), name="slct-api-channel-close"),
     path("channels/<slct_name:name>/", views.ChannelDetailView.as_view(), name="slct-api-channel"),
-    path("sends/<slct_name:key>/", views.SendDetailView.as_view(), name="slct-api-send"),
+    path("sends/<slct_key:key>/", views.SendDetailView.as_view(), name="slct-api-send"),
     re_path(r"^[\s\S]*$", not_found_view),
 ]

@@ -1,14 +1,17 @@
 """REST views: validate the request, call one service (or selector), shape the answer.
 
-All rules live in slct_workflows.services / selectors; errors map to JSON in exceptions.py.
+All rules live in slct_workflows.services / selectors / values; errors map to JSON in exceptions.py.
 """
 from __future__ import annotations
 
 from typing import Any
 
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers as drf_serializers
 from rest_framework import status
+from rest_framework.exceptions import UnsupportedMediaType
 from rest_framework.generics import GenericAPIView
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.renderers import JSONRenderer
@@ -18,45 +21,69 @@ from rest_framework.response import Response
 from .. import conf, selectors, services
 from ..access import Sender
 from ..definitions import registry
-from ..errors import NotFound
 from ..models import SendStatus
+from ..values import KEY_PATTERN, KEY_RULE, NAME_PATTERN, NAME_RULE, is_key
 from . import permissions as perms
 from . import serializers as s
 from .exceptions import BadRequest, exception_handler
 from .parsers import UNSTORABLE, StrictJSONParser, limit_exceeded
+from .schema import SlctAutoSchema
 
-MAX_KEY = 255
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+BODY_METHODS = ("POST", "PUT", "PATCH")
+
+ERROR_WORDS = {
+    400: "invalid input (`invalid`, `parse_error`)", 401: "not authenticated", 403: "no permission "
+    "(`permission_denied`) or the channel's send policy refuses you (`forbidden`)", 404: "not found",
+    406: "the Accept header allows no JSON", 409: "conflict with the current state", 413: "request body too large",
+    415: "the body is not application/json",
+}
 
 
 def _errors(*codes: int) -> dict[int, OpenApiResponse]:
-    words = {
-        400: "invalid input", 401: "not authenticated", 403: "no permission", 404: "not found",
-        409: "conflict", 413: "request body too large", 415: "not JSON",
-    }
-    return {c: OpenApiResponse(s.ErrorSerializer, description=words[c]) for c in codes}
+    # 400 (a query parameter with NUL), 401, 403 and 406 can answer any operation.
+    codes = tuple(sorted({400, 401, 403, 406, *codes}))
+    return {c: OpenApiResponse(s.ErrorSerializer, description=ERROR_WORDS[c]) for c in codes}
 
 
-def _path(name: str, example: str, description: str) -> OpenApiParameter:
+def _path(name: str, example: str, description: str, pattern: str = NAME_PATTERN) -> OpenApiParameter:
     return OpenApiParameter(
-        name, OpenApiTypes.STR, OpenApiParameter.PATH, description=description,
+        name, {"type": "string", "pattern": f"^{pattern}$"}, OpenApiParameter.PATH, description=description,
         examples=[OpenApiExample(example, value=example)],
     )
 
 
-PROCESS_ID = _path("id", "demo-1", "the process id (may contain `/`)")
-CHANNEL_NAME = _path("name", "demo", "the channel name (may contain `/`)")
+def _location(code: int, what: str) -> OpenApiParameter:
+    return OpenApiParameter(
+        "Location", OpenApiTypes.URI_REF, OpenApiParameter.HEADER, response=[code], required=True,
+        description=f"the {what}'s URL, percent-encoded",
+    )
+
+
+PROCESS_ID = _path("id", "demo-1", f"the process id: {NAME_RULE}")
+CHANNEL_NAME = _path("name", "demo", f"the channel name: {NAME_RULE}")
 DEFINITION_NAME = _path("name", "counter", "the definition name")
-SEND_KEY = _path("key", "demo-key", "the send's idempotency key")
+SEND_KEY = _path("key", "demo-key", f"the send's idempotency key: {KEY_RULE}; percent-encode "
+                                    "`?`, `#`, `%` and spaces", pattern=KEY_PATTERN)
 
 READ_ERRORS = (400, 401, 403, 404)
-WRITE_ERRORS = (400, 401, 403, 404, 409, 413, 415)
+WRITE_ERRORS = (400, 401, 403, 404, 409, 413, 415)  # a POST on a resource: unknown, conflicting, body refused
+CREATE_ERRORS = (400, 401, 403, 409, 413, 415)  # a POST on a collection
+
+
+def location(route: str, **kwargs: str) -> str:
+    """A resource's URL for a `Location` header: reverse() percent-encodes what needs it."""
+    return reverse(route, kwargs=kwargs)
 
 
 class Pagination(PageNumberPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500
+    last_page_strings = ()  # `?page=last` is not an integer: the schema does not offer it
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        return []  # page and page_size come from the views' query serializers (validated there)
 
 
 class SlctAPIView(GenericAPIView):
@@ -67,14 +94,22 @@ class SlctAPIView(GenericAPIView):
     parser_classes = [StrictJSONParser]
     renderer_classes = [JSONRenderer]  # interactive docs: /api/docs/ (Swagger UI)
     pagination_class = Pagination
+    schema = SlctAutoSchema()
     required_permissions: dict[str, list[str]] = {}
-    lookup_names: dict[str, str] = {}  # URL kwarg -> what it names (for 404 messages)
+    lookup_names: dict[str, str] = {}  # URL kwarg -> what it names (the URL converters check the form)
 
     def get_exception_handler(self):
         return exception_handler
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
+        if request.method in BODY_METHODS:
+            self._check_body_headers(request)
+        for key, values in request.query_params.lists():
+            if any(UNSTORABLE.search(v) for v in values) or UNSTORABLE.search(key):
+                raise BadRequest(f"query parameter {key!r} contains a NUL character or an unpaired surrogate")
+
+    def _check_body_headers(self, request: Request) -> None:
         limit = conf.max_request_bytes()
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
@@ -82,27 +117,30 @@ class SlctAPIView(GenericAPIView):
             raise BadRequest("the Content-Length header is not a number") from None
         if length > limit:
             raise limit_exceeded(length, limit)
-        for key, values in request.query_params.lists():
-            if any(UNSTORABLE.search(v) for v in values) or UNSTORABLE.search(key):
-                raise BadRequest(f"query parameter {key!r} contains a NUL character or an unpaired surrogate")
-        for kwarg, what in self.lookup_names.items():
-            value = kwargs.get(kwarg, "")
-            if not value or len(value) > MAX_KEY or UNSTORABLE.search(value):
-                raise NotFound(f"unknown {what} {value!r}")
+        # DRF would ignore a body without a Content-Type and act on defaults instead.
+        if length and not request.META.get("CONTENT_TYPE"):
+            raise UnsupportedMediaType("", "the request has a body but no Content-Type; send application/json")
 
     def body(self, serializer_class: type, **kwargs: Any) -> dict[str, Any]:
-        """The request body validated by `serializer_class` (an empty body is `{}`)."""
+        """The request body validated by `serializer_class` (no body is `{}`; JSON `null` is refused)."""
         data = self.request.data
-        if data is None or (hasattr(data, "dict") and not data):
+        if data is None:
+            raise drf_serializers.ValidationError(
+                {"non_field_errors": ["Invalid data. Expected a dictionary, but got null."]})
+        if hasattr(data, "dict") and not data:  # an empty form-typed body
             data = {}
         serializer = serializer_class(data=data, **kwargs)
         serializer.is_valid(raise_exception=True)
         return serializer.validated_data
 
-    def query(self, serializer_class: type, data: Any) -> dict[str, Any]:
-        serializer = serializer_class(data=data)
-        serializer.is_valid(raise_exception=True)
-        return serializer.validated_data
+    def query(self, serializer_class: type[s.QuerySerializer]) -> dict[str, Any]:
+        return serializer_class.from_query(self.request.query_params)
+
+    def idempotency_key(self) -> str:
+        key = self.request.headers.get(IDEMPOTENCY_HEADER, "")
+        if not is_key(key):
+            raise BadRequest(f"the {IDEMPOTENCY_HEADER} header is required: {KEY_RULE}, unique per send")
+        return key
 
     def paginated(self, queryset, serializer_class: type) -> Response:
         page = self.paginate_queryset(queryset)
@@ -120,7 +158,7 @@ class DefinitionListView(SlctAPIView):
     @extend_schema(
         operation_id="definitions_list", tags=["definitions"],
         summary="Registered process definitions with their goroutines and statuses",
-        responses={200: s.DefinitionSerializer(many=True), **_errors(401, 403)},
+        responses={200: s.DefinitionSerializer(many=True), **_errors()},
     )
     def get(self, request: Request) -> Response:
         return Response(s.DefinitionSerializer(registry.latest(), many=True).data)
@@ -134,7 +172,7 @@ class DefinitionDetailView(SlctAPIView):
     @extend_schema(
         operation_id="definitions_retrieve", parameters=[DEFINITION_NAME], tags=["definitions"],
         summary="One process definition",
-        responses={200: s.DefinitionSerializer, **_errors(401, 403, 404)},
+        responses={200: s.DefinitionSerializer, **_errors(404)},
     )
     def get(self, request: Request, name: str) -> Response:
         return Response(s.DefinitionSerializer(registry.get(name)).data)
@@ -150,10 +188,10 @@ class ProcessListView(SlctAPIView):
         operation_id="processes_list", tags=["processes"],
         summary="Processes, newest first: filter by definition, status, created range; search by id",
         parameters=[s.ProcessFilterSerializer],
-        responses={200: s.ProcessSerializer(many=True), **_errors(*READ_ERRORS)},
+        responses={200: s.ProcessSerializer(many=True), **_errors(404)},
     )
     def get(self, request: Request) -> Response:
-        f = self.query(s.ProcessFilterSerializer, request.query_params)
+        f = self.query(s.ProcessFilterSerializer)
         qs = selectors.processes(
             definition=f.get("definition"), statuses=sorted(f.get("status") or []),
             created_after=f.get("created_after"), created_before=f.get("created_before"), search=f.get("search"),
@@ -166,6 +204,7 @@ class ProcessListView(SlctAPIView):
         description="201 with the new process. The same `id` with the same definition and input again "
                     "returns 200 with the existing process; with another input (or definition) 409.",
         request=s.StartProcessSerializer,
+        parameters=[_location(201, "process"), _location(200, "process")],
         examples=[OpenApiExample(
             "counter", request_only=True,
             value={"definition": "counter", "id": "demo-1", "input": {"channel": "demo", "idle_seconds": 3600}},
@@ -173,7 +212,7 @@ class ProcessListView(SlctAPIView):
         responses={
             201: OpenApiResponse(s.ProcessDetailSerializer, description="started"),
             200: OpenApiResponse(s.ProcessDetailSerializer, description="already started with this id and input"),
-            **_errors(400, 401, 403, 409, 413, 415),
+            **_errors(*CREATE_ERRORS),
         },
     )
     def post(self, request: Request) -> Response:
@@ -181,7 +220,7 @@ class ProcessListView(SlctAPIView):
         started = services.start_process(body["definition"], body.get("input"), body.get("id"))
         data = s.ProcessDetailSerializer(started.process).data
         code = status.HTTP_201_CREATED if started.created else status.HTTP_200_OK
-        return Response(data, status=code, headers={"Location": f"{request.path}{started.process.id}/"})
+        return Response(data, status=code, headers={"Location": location("slct-api-process", pk=started.process.id)})
 
 
 class ProcessDetailView(SlctAPIView):
@@ -192,7 +231,7 @@ class ProcessDetailView(SlctAPIView):
     @extend_schema(
         operation_id="processes_retrieve", parameters=[PROCESS_ID], tags=["processes"],
         summary="A process: status, state, input, output, error, goroutines and what each waits for",
-        responses={200: s.ProcessDetailSerializer, **_errors(401, 403, 404)},
+        responses={200: s.ProcessDetailSerializer, **_errors(404)},
     )
     def get(self, request: Request, pk: str) -> Response:
         return Response(s.ProcessDetailSerializer(services.get_process(pk)).data)
@@ -204,11 +243,12 @@ class ProcessHistoryView(SlctAPIView):
     lookup_names = {"pk": "process"}
 
     @extend_schema(
-        operation_id="processes_history", parameters=[PROCESS_ID], tags=["processes"],
+        operation_id="processes_history", parameters=[PROCESS_ID, s.PageQuerySerializer], tags=["processes"],
         summary="The process's step events, in order",
-        responses={200: s.EventSerializer(many=True), **_errors(*READ_ERRORS)},
+        responses={200: s.EventSerializer(many=True), **_errors(404)},
     )
     def get(self, request: Request, pk: str) -> Response:
+        self.query(s.PageQuerySerializer)
         proc = services.get_process(pk)
         return self.paginated(selectors.history_events(proc), s.EventSerializer)
 
@@ -232,16 +272,17 @@ class ProcessCancelView(SlctAPIView):
 
 class ProcessRetryView(SlctAPIView):
     required_permissions = {"POST": [perms.CHANGE_PROCESS]}
-    serializer_class = s.EmptySerializer  # for OPTIONS
+    serializer_class = s.EmptySerializer
     lookup_names = {"pk": "process"}
 
     @extend_schema(
         operation_id="processes_retry", parameters=[PROCESS_ID], tags=["processes"],
         summary="Retry a failed process: its failed goroutines run their step again",
-        request=None,
+        request=s.EmptySerializer,
         responses={200: s.ProcessDetailSerializer, **_errors(*WRITE_ERRORS)},
     )
     def post(self, request: Request, pk: str) -> Response:
+        self.body(s.EmptySerializer)
         proc = services.retry_process(pk)
         return Response(s.ProcessDetailSerializer(proc).data)
 
@@ -255,24 +296,25 @@ class ChannelListView(SlctAPIView):
     @extend_schema(
         operation_id="channels_list", tags=["channels"], summary="Channels by name",
         parameters=[s.ChannelFilterSerializer],
-        responses={200: s.ChannelSerializer(many=True), **_errors(*READ_ERRORS)},
+        responses={200: s.ChannelSerializer(many=True), **_errors(404)},
     )
     def get(self, request: Request) -> Response:
-        f = self.query(s.ChannelFilterSerializer, request.query_params.dict())
+        f = self.query(s.ChannelFilterSerializer)
         return self.paginated(selectors.channels(closed=f.get("closed"), search=f.get("search")), s.ChannelSerializer)
 
     @extend_schema(
         operation_id="channels_create", tags=["channels"], summary="Make a channel (buffered when capacity > 0)",
         request=s.CreateChannelSerializer,
+        parameters=[_location(201, "channel")],
         examples=[OpenApiExample("buffered", request_only=True, value={"name": "approvals", "capacity": 10})],
-        responses={201: s.ChannelDetailSerializer, **_errors(400, 401, 403, 409, 413, 415)},
+        responses={201: s.ChannelDetailSerializer, **_errors(*CREATE_ERRORS)},
     )
     def post(self, request: Request) -> Response:
         body = self.body(s.CreateChannelSerializer)
         chan = services.create_channel(body.get("name"), body["capacity"])
         return Response(
             s.ChannelDetailSerializer(chan).data, status=status.HTTP_201_CREATED,
-            headers={"Location": f"{request.path}{chan.name}/"},
+            headers={"Location": location("slct-api-channel", name=chan.name)},
         )
 
 
@@ -284,7 +326,7 @@ class ChannelDetailView(SlctAPIView):
     @extend_schema(
         operation_id="channels_retrieve", parameters=[CHANNEL_NAME], tags=["channels"],
         summary="A channel: capacity, closed, buffered values, goroutines blocked receiving and sending",
-        responses={200: s.ChannelDetailSerializer, **_errors(401, 403, 404)},
+        responses={200: s.ChannelDetailSerializer, **_errors(404)},
     )
     def get(self, request: Request, name: str) -> Response:
         return Response(s.ChannelDetailSerializer(services.get_channel(name)).data)
@@ -300,18 +342,21 @@ class ChannelSendView(SlctAPIView):
         summary="Send a value into a channel from outside, at most once per Idempotency-Key",
         description=(
             "`delivered` (200): a blocked receiver took it. `buffered` (200). `waiting` (202): no receiver "
-            "yet; the send is held until one comes (read it at GET /api/sends/{key}/). With `wait: false` "
-            "and nobody ready: 409 `no_receiver`, nothing is held. A closed channel: 409 `channel_closed`. "
-            "The same key again returns the send as recorded (`repeated: true`) with the first answer's "
-            "status code and sends nothing new; the same key with another channel or value is 409."
+            "yet; the send is held until one comes (read it at the `Location`, GET /api/sends/{key}/). With "
+            "`wait: false` and nobody ready: 409 `no_receiver`, nothing is held. A closed channel: 409 "
+            "`channel_closed`. A channel whose send policy refuses you (a private channel a process made, "
+            "a restricted one): 403 `forbidden`. The same key again returns the send as recorded "
+            "(`repeated: true`) with the first answer's status code and sends nothing new; the same key "
+            "with another channel or value is 409 `conflict`."
         ),
         parameters=[
             CHANNEL_NAME,
             OpenApiParameter(
-                IDEMPOTENCY_HEADER, OpenApiTypes.STR, OpenApiParameter.HEADER, required=True,
-                description="a unique key per intended send (1-255 characters), e.g. a UUID",
+                IDEMPOTENCY_HEADER, {"type": "string", "pattern": f"^{KEY_PATTERN}$"}, OpenApiParameter.HEADER,
+                required=True, description=f"a unique key per intended send ({KEY_RULE}), e.g. a UUID",
                 examples=[OpenApiExample("a key", value="2b7e1516-28ae-4d2a-a6f7-15882c1d0e3c")],
             ),
+            _location(202, "send"),
         ],
         request=s.SendSerializer,
         examples=[OpenApiExample("a value", request_only=True, value={"value": {"approved": True}, "wait": True})],
@@ -322,33 +367,32 @@ class ChannelSendView(SlctAPIView):
         },
     )
     def post(self, request: Request, name: str) -> Response:
-        key = request.headers.get(IDEMPOTENCY_HEADER, "")
-        if not key or len(key) > MAX_KEY or any(ord(c) < 32 or c == "\x7f" for c in key):
-            raise BadRequest(
-                f"the {IDEMPOTENCY_HEADER} header is required: 1-{MAX_KEY} printable characters, unique per send"
-            )
+        key = self.idempotency_key()
         body = self.body(s.SendSerializer)
         result = services.send(name, body["value"], key, wait=body["wait"], create=False,
                                sender=Sender.rest(request.user))
         first_waited = result.status in (SendStatus.WAITING, SendStatus.RECEIVED, SendStatus.CLOSED)
         data = s.SendResultSerializer(result.send, context={"repeated": result.repeated}).data
-        headers = {"Location": f"/api/sends/{key}/"} if first_waited else {}
+        headers = {"Location": location("slct-api-send", key=key)} if first_waited else {}
         return Response(data, status=status.HTTP_202_ACCEPTED if first_waited else status.HTTP_200_OK,
                         headers=headers)
 
 
 class ChannelCloseView(SlctAPIView):
     required_permissions = {"POST": [perms.CHANGE_CHANNEL]}
-    serializer_class = s.EmptySerializer  # for OPTIONS
+    serializer_class = s.EmptySerializer
     lookup_names = {"name": "channel"}
 
     @extend_schema(
         operation_id="channels_close", parameters=[CHANNEL_NAME], tags=["channels"],
         summary="Close a channel: blocked receivers and senders fire with `closed`; closing twice is a no-op",
-        request=None,
-        responses={200: s.CloseResultSerializer, **_errors(*WRITE_ERRORS)},
+        description="A channel whose send policy refuses you (a private channel a process made, a restricted "
+                    "one): 403 `forbidden`.",
+        request=s.EmptySerializer,
+        responses={200: s.CloseResultSerializer, **_errors(404, 413, 415)},
     )
     def post(self, request: Request, name: str) -> Response:
+        self.body(s.EmptySerializer)
         changed = services.close_channel(name, sender=Sender.rest(request.user))
         return Response(s.CloseResultSerializer(services.get_channel(name), context={"changed": changed}).data)
 
@@ -361,7 +405,7 @@ class SendDetailView(SlctAPIView):
     @extend_schema(
         operation_id="sends_retrieve", parameters=[SEND_KEY], tags=["channels"],
         summary="An external send by its idempotency key: waiting, received, closed, delivered, ...",
-        responses={200: s.SendRecordSerializer, **_errors(401, 403, 404)},
+        responses={200: s.SendRecordSerializer, **_errors(404)},
     )
     def get(self, request: Request, key: str) -> Response:
         return Response(s.SendRecordSerializer(services.get_send(key)).data)
