@@ -380,6 +380,8 @@ class Step:
         popped = channels.apply(locked, decision, self.now, self.source)
         if case.kind == semantics.RECV and decision.pops:
             source = popped[0]  # the value came out of the buffer: its sender
+        elif case.kind == semantics.TIMER:
+            source = {"timer": case.deadline.isoformat()}  # as when the timer loop fires it
         if self._fired_on_its_own(case, decision, source) and g.hot_steps < HOT_STEPS_MAX:
             g.hot_steps += 1
         for fire in decision.fires:
