@@ -66,7 +66,6 @@ DEFINITION_NAME = _path("name", "counter", "the definition name")
 SEND_KEY = _path("key", "demo-key", f"the send's idempotency key: {KEY_RULE}; percent-encode "
                                     "`?`, `#`, `%` and spaces", pattern=KEY_PATTERN)
 
-READ_ERRORS = (400, 401, 403, 404)
 WRITE_ERRORS = (400, 401, 403, 404, 409, 413, 415)  # a POST on a resource: unknown, conflicting, body refused
 CREATE_ERRORS = (400, 401, 403, 409, 413, 415)  # a POST on a collection
 
@@ -96,7 +95,6 @@ class SlctAPIView(GenericAPIView):
     pagination_class = Pagination
     schema = SlctAutoSchema()
     required_permissions: dict[str, list[str]] = {}
-    lookup_names: dict[str, str] = {}  # URL kwarg -> what it names (the URL converters check the form)
 
     def get_exception_handler(self):
         return exception_handler
@@ -167,7 +165,6 @@ class DefinitionListView(SlctAPIView):
 class DefinitionDetailView(SlctAPIView):
     required_permissions = {"GET": [perms.VIEW_PROCESS]}
     serializer_class = s.DefinitionSerializer
-    lookup_names = {"name": "process definition"}
 
     @extend_schema(
         operation_id="definitions_retrieve", parameters=[DEFINITION_NAME], tags=["definitions"],
@@ -226,7 +223,6 @@ class ProcessListView(SlctAPIView):
 class ProcessDetailView(SlctAPIView):
     required_permissions = {"GET": [perms.VIEW_PROCESS]}
     serializer_class = s.ProcessDetailSerializer
-    lookup_names = {"pk": "process"}
 
     @extend_schema(
         operation_id="processes_retrieve", parameters=[PROCESS_ID], tags=["processes"],
@@ -240,7 +236,6 @@ class ProcessDetailView(SlctAPIView):
 class ProcessHistoryView(SlctAPIView):
     required_permissions = {"GET": [perms.VIEW_PROCESS]}
     serializer_class = s.EventSerializer
-    lookup_names = {"pk": "process"}
 
     @extend_schema(
         operation_id="processes_history", parameters=[PROCESS_ID, s.PageQuerySerializer], tags=["processes"],
@@ -256,7 +251,6 @@ class ProcessHistoryView(SlctAPIView):
 class ProcessCancelView(SlctAPIView):
     required_permissions = {"POST": [perms.CHANGE_PROCESS]}
     serializer_class = s.CancelSerializer
-    lookup_names = {"pk": "process"}
 
     @extend_schema(
         operation_id="processes_cancel", parameters=[PROCESS_ID], tags=["processes"],
@@ -273,7 +267,6 @@ class ProcessCancelView(SlctAPIView):
 class ProcessRetryView(SlctAPIView):
     required_permissions = {"POST": [perms.CHANGE_PROCESS]}
     serializer_class = s.EmptySerializer
-    lookup_names = {"pk": "process"}
 
     @extend_schema(
         operation_id="processes_retry", parameters=[PROCESS_ID], tags=["processes"],
@@ -321,7 +314,6 @@ class ChannelListView(SlctAPIView):
 class ChannelDetailView(SlctAPIView):
     required_permissions = {"GET": [perms.VIEW_CHANNEL]}
     serializer_class = s.ChannelDetailSerializer
-    lookup_names = {"name": "channel"}
 
     @extend_schema(
         operation_id="channels_retrieve", parameters=[CHANNEL_NAME], tags=["channels"],
@@ -335,7 +327,6 @@ class ChannelDetailView(SlctAPIView):
 class ChannelSendView(SlctAPIView):
     required_permissions = {"POST": [perms.ADD_SEND]}
     serializer_class = s.SendSerializer
-    lookup_names = {"name": "channel"}
 
     @extend_schema(
         operation_id="channels_send", tags=["channels"],
@@ -381,7 +372,6 @@ class ChannelSendView(SlctAPIView):
 class ChannelCloseView(SlctAPIView):
     required_permissions = {"POST": [perms.CHANGE_CHANNEL]}
     serializer_class = s.EmptySerializer
-    lookup_names = {"name": "channel"}
 
     @extend_schema(
         operation_id="channels_close", parameters=[CHANNEL_NAME], tags=["channels"],
@@ -400,7 +390,6 @@ class ChannelCloseView(SlctAPIView):
 class SendDetailView(SlctAPIView):
     required_permissions = {"GET": [perms.VIEW_SEND]}
     serializer_class = s.SendRecordSerializer
-    lookup_names = {"key": "send"}
 
     @extend_schema(
         operation_id="sends_retrieve", parameters=[SEND_KEY], tags=["channels"],
