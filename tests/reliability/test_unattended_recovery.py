@@ -128,6 +128,16 @@ def _recovery(pids: list[str], stranded: set[tuple[int, int]], steps_before: int
     return seen
 
 
+def _assert_recovered_in_time(recovery: dict) -> None:
+    """The promise: the workers sweep within SLCT_SWEEP_INTERVAL plus a few seconds of the fault
+    ending, and work moves again as soon. Running every stranded step takes as long as the
+    machine's throughput allows (reported; bounded generously, since a shared 2-core CI machine
+    runs ~100 steps/s): it fails only if some work was never found again."""
+    assert recovery["first_sweep_s"] <= SWEEP_INTERVAL + 5, recovery
+    assert recovery["first_step_s"] <= SWEEP_INTERVAL + 5, recovery
+    assert recovery["stranded_work_done_s"] <= 60, recovery
+
+
 def _redis():
     import django_rq
     from django.conf import settings
@@ -198,7 +208,7 @@ def test_sigkill_and_an_empty_redis_restart_recover_with_no_human(private_redis,
     up, t_up = time.time(), time.monotonic()
     pool.start(1, **ENV)  # what a supervisor (run.sh) does for the killed one
     recovery = _recovery(pids, stranded, steps, up, pool)
-    assert recovery["stranded_work_done_s"] <= SWEEP_INTERVAL + 10, recovery
+    _assert_recovered_in_time(recovery)
     waited = wait_done(pids, 180, pool=pool, what="processes after the SIGKILL and the Redis restart")
     _survivors_alive(survivors)
     figures = _check_pairs(pids, size)
@@ -276,7 +286,7 @@ def test_every_backend_terminated_the_sweep_runs_again_and_work_completes(rel_wo
         faults, fault = 1, "writer_lock_held_3s"
     fault_end, t_end = time.time(), time.monotonic()
     recovery = _recovery(pids, _stranded(pids), committed_steps(pids), fault_end, rel_workers)
-    assert recovery["first_sweep_s"] <= SWEEP_INTERVAL + 5, recovery
+    _assert_recovered_in_time(recovery)
     waited = wait_done(pids, 120, pool=rel_workers, what="processes after the terminated backends")
     _survivors_alive(workers)
     figures = _check_pairs(pids, size)
@@ -320,6 +330,8 @@ def test_redis_stopped_for_10s_the_workers_stay_and_work_resumes(private_redis, 
     private_redis.start()
     up, t_up = time.time(), time.monotonic()
     down = _recovery(pids, stranded, steps, up, pool)
+    _assert_recovered_in_time(frozen)
+    _assert_recovered_in_time(down)
     waited = wait_done(pids, 120, pool=pool, what="processes after the Redis outages")
     _survivors_alive(workers)
     assert len(pool.procs) == 3, "the test started no other worker"
@@ -377,7 +389,7 @@ def test_the_database_unreachable_for_a_while(rel_workers, tmp_path):
             stranded, steps = _stranded(pids), committed_steps(pids)
         fault_end, t_end = time.time(), time.monotonic()
         recovery = _recovery(pids, stranded, steps, fault_end, rel_workers)
-        assert recovery["stranded_work_done_s"] <= SWEEP_INTERVAL + 10, recovery
+        _assert_recovered_in_time(recovery)
         waited = wait_done(pids, 120, pool=rel_workers, what="processes after the database outage")
         _survivors_alive(workers)
     finally:
