@@ -8,6 +8,7 @@ imported, so `slct_project.settings` reads the bench's DATABASE_URL, REDIS_URL a
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -56,6 +57,11 @@ class BenchEnv:
             # as in production: with DEBUG on, Django keeps every query in connection.queries_log
             # and formats it, which costs a worker a few percent
             DEBUG="true" if self.debug else "false",
+            # Production settings refuse to start without a real key and hosts; the bench is
+            # loopback-only, so a per-run random key and local hosts are enough.
+            SECRET_KEY=os.environ.get("SECRET_KEY") or _bench_key(),
+            ALLOWED_HOSTS=os.environ.get("ALLOWED_HOSTS") or "127.0.0.1,localhost",
+            SECURE_SSL_REDIRECT=os.environ.get("SECURE_SSL_REDIRECT", "false"),
         )
         if self.embedded_redis_port:
             env["SLCT_EMBEDDED_REDIS_PORT"] = str(self.embedded_redis_port)
@@ -67,6 +73,13 @@ class BenchEnv:
         for k, v in self.environ().items():
             if os.environ.get(k) != v:
                 os.environ[k] = v
+
+
+_KEY = secrets.token_urlsafe(50)
+
+
+def _bench_key() -> str:
+    return _KEY
 
 
 def log(msg: str) -> None:
