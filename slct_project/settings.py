@@ -12,7 +12,7 @@ REDIS_URL     -- default: the embedded redis-server that run.sh/test.sh start (s
 DEBUG, SECRET_KEY, SECRET_KEY_FALLBACKS, ALLOWED_HOSTS, CSRF_TRUSTED_ORIGINS
 SESSION_COOKIE_SECURE, CSRF_COOKIE_SECURE, SECURE_SSL_REDIRECT, SECURE_HSTS_SECONDS,
 SECURE_HSTS_INCLUDE_SUBDOMAINS, SECURE_HSTS_PRELOAD, SECURE_PROXY_SSL_HEADER -- docs/SECURITY.md
-SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_API_URL, SLACK_DEFAULT_CHANNEL, SLACK_COMMAND_USERS (docs/SLACK.md)
+SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_API_URL, SLACK_DEFAULT_CHANNEL, SLACK_USER_MAP, SLACK_COMMAND_USERS (docs/SLACK.md)
 SLCT_* -- engine settings, read through slct_workflows.conf
 """
 import os
@@ -280,7 +280,9 @@ SLACK_BOT_TOKEN = os.environ.get("SLACK_BOT_TOKEN", "")
 SLACK_SIGNING_SECRET = os.environ.get("SLACK_SIGNING_SECRET", "")
 SLACK_API_URL = os.environ.get("SLACK_API_URL", "https://slack.com/api/")
 SLACK_DEFAULT_CHANNEL = os.environ.get("SLACK_DEFAULT_CHANNEL", "")  # when a helper gets no channel=
-SLACK_COMMAND_USERS = os.environ.get("SLACK_COMMAND_USERS", "")  # user ids allowed to `/slct send` (empty: all)
+# Optional extra gate for `/slct`: only these Slack ids may use it at all (empty: no extra gate;
+# it never lets anyone in: `/slct` acts as the Django user a Slack id is linked to, docs/SLACK.md).
+SLACK_COMMAND_USERS = os.environ.get("SLACK_COMMAND_USERS", "")
 
 LOGGING = {
     "version": 1,
