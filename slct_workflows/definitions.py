@@ -11,7 +11,7 @@ from typing import Any, Callable, TypeVar
 
 from .errors import NotFound
 from .policy import ChannelPolicy
-from .values import is_name
+from .values import NAME_RULE, is_name
 
 METHOD_NAME = re.compile(r"^([A-Za-z][A-Za-z0-9]*)_([A-Za-z0-9_]+)$")
 T = TypeVar("T")
@@ -136,6 +136,8 @@ class Registry:
 
     def add(self, name: str, cls: type, version: str = "",
             channels: dict[str, ChannelPolicy] | None = None) -> Definition:
+        if not is_name(name):
+            raise ValueError(f"process definition name must be {NAME_RULE} (it appears in URLs), got {name!r}")
         if not dataclasses.is_dataclass(cls):
             raise TypeError(f"process definition {name!r}: {cls.__name__} must be a @dataclass")
         missing = [f for f, has_default in Definition(name, cls).state_fields().items() if not has_default]

@@ -14,7 +14,7 @@ from . import semantics
 from .definitions import split_method
 from .errors import DeclarationError
 from .policy import ChannelPolicy
-from .values import MAX_CAPACITY, NAME_RULE, ValueError_, is_name, to_json
+from .values import MAX_CAPACITY, NAME_MAX, NAME_RULE, ValueError_, is_name, to_json
 
 @dataclass
 class GoDecl:
@@ -164,8 +164,9 @@ class Process:
             raise self._fail("only one select (or call) per step")
         if self.decls.finished:
             raise self._fail("call() after finish()")
-        if id is not None and not is_name(id):
-            raise self._fail(f"child process id must be {NAME_RULE}, got {id!r}")
+        # The child's result channel is `result-<id>`: the id must leave room for the prefix.
+        if id is not None and not (is_name(id) and is_name(f"result-{id}")):
+            raise self._fail(f"child process id must be {NAME_RULE}, at most {NAME_MAX - 7} long, got {id!r}")
         self.decls.call = CallDecl(definition, self._json(input, "call() input"), id)
         return CallBuilder(self)
 

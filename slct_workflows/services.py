@@ -21,7 +21,7 @@ from .models import (
     Channel, Event, EventKind, ExternalSend, Goroutine, GoroutineStatus, Outbox, OutboxStatus, PendingCase,
     ProcessInstance, ProcessStatus, SendStatus, new_id,
 )
-from .values import MAX_CAPACITY, NAME_RULE, ValueError_, fingerprint, is_name, to_json
+from .values import KEY_RULE, MAX_CAPACITY, NAME_RULE, ValueError_, fingerprint, is_key, is_name, to_json
 
 
 
@@ -296,8 +296,8 @@ def send(
     trusted server code.
     """
     _name(channel, "channel name")
-    if not isinstance(key, str) or not key or len(key) > 255 or not key.isprintable():
-        raise InvalidInput("an idempotency key (1-255 printable characters) is required")
+    if not is_key(key):
+        raise InvalidInput(f"an idempotency key ({KEY_RULE}) is required")
     value = _json(value, "value")
     fp = fingerprint(channel, value)
     provenance = sender.provenance() if sender is not None else None
