@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import traceback
 from typing import Callable, TypeVar
 
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection
@@ -76,6 +77,7 @@ def with_db_retries(func: Callable[[], T]) -> T:
             if attempt == attempts or not is_transient(exc):
                 raise
             lost = is_connection_lost(exc)
+            release_frames(exc)
             if lost:
                 reset_connection()  # the next query opens a fresh one
             log.info("retrying a transaction after %s (attempt %d)", exc, attempt)
@@ -84,6 +86,29 @@ def with_db_retries(func: Callable[[], T]) -> T:
             else:  # a lost race: a short random pause so the racers do not meet again
                 time.sleep(min(1.0, 0.01 * (2 ** attempt)) * random.random())
     raise AssertionError("unreachable")
+
+
+def release_frames(exc: BaseException) -> None:
+    """Let go, now and in this thread, of what a caught database error holds on to.
+
+    Django's error wrapper leaves the exception in a reference cycle with the frames it passed
+    through, and those frames hold the cursor (for SQLite, the unclosed cursor of a BEGIN that
+    found the database locked). The cycle is freed by the garbage collector, in whichever thread
+    runs it next. On SQLite that thread then resets the statement under the GIL, waiting for
+    the connection's mutex, which the owning thread holds while it waits (GIL released) for the
+    write lock; if the collecting thread holds that write lock, both wait until the busy
+    timeout (30 s). A worker's main thread and its timer-loop thread did exactly that after the
+    database had been locked for a while. Clearing the frames frees the cursor here, at once."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if current.__traceback__ is not None:
+            traceback.clear_frames(current.__traceback__)  # frames still running are skipped
+        pending += [current.__cause__, current.__context__]
 
 
 def reset_connection() -> None:

@@ -11,7 +11,7 @@ from typing import Iterator
 from django.db import transaction
 
 from . import clock, conf, dispatch, engine, heartbeat
-from .db import fresh_connection, is_transient, reset_connection, with_db_retries
+from .db import fresh_connection, is_transient, release_frames, reset_connection, with_db_retries
 from .models import Outbox, OutboxStatus
 from .timer_loop import fire_due
 
@@ -55,6 +55,7 @@ def _database_outage(goroutine_ids) -> Iterator[None]:
     except Exception as exc:
         if not is_transient(exc):
             raise
+        release_frames(exc)
         reset_connection()
         if not _db_outage:
             log.warning("database unreachable or dropping connections (%s: %s); jobs hand their goroutines back "

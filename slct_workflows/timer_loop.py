@@ -34,7 +34,7 @@ from typing import Any, Callable
 from django.db import DatabaseError, InterfaceError
 
 from . import clock, conf, dispatch, engine, heartbeat
-from .db import fresh_connection, is_connection_lost, reset_connection
+from .db import fresh_connection, is_connection_lost, release_frames, reset_connection
 
 log = logging.getLogger("slct_workflows")
 
@@ -88,6 +88,7 @@ def _once_more(func: Callable[[], Any]) -> Any:
     except (DatabaseError, InterfaceError) as exc:
         if not is_connection_lost(exc):
             raise
+        release_frames(exc)
         reset_connection()
         return func()
 
@@ -243,8 +244,9 @@ class TimerLoop:
     def _failed(self, part: str, what: str, exc: BaseException) -> None:
         if part not in self.failing:
             log.warning("timer loop: %s; retrying every %.0f s: %s: %s", what, RETRY_SECONDS,
-                        type(exc).__name__, exc, exc_info=True)
+                        type(exc).__name__, exc, exc_info=exc)
             self.failing.add(part)
+        release_frames(exc)  # its cursor is freed in this thread, not by another's collector
 
     def _recovered(self, part: str) -> bool:
         if part in self.failing:
