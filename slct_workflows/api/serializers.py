@@ -14,8 +14,9 @@ from rest_framework import serializers
 
 from .. import selectors
 from ..definitions import Definition, registry
+from ..access import effective_policy
 from ..errors import NotFound
-from ..models import Channel, Event, ExternalSend, ProcessInstance, ProcessStatus, SendStatus
+from ..models import Channel, Event, ExternalSend, ProcessInstance, ProcessStatus, SendPolicy, SendStatus
 from ..values import MAX_CAPACITY, NAME_CHARS, NAME_MAX, NAME_PATTERN, NAME_RULE, is_name
 
 # JSON values (inputs, channel values, state): any JSON the databases can store. Strings and
@@ -354,10 +355,19 @@ class EventSerializer(SlctModelSerializer):
 
 # -- channels ---------------------------------------------------------------------------------
 
-class ChannelSerializer(SlctModelSerializer):
+class ChannelPolicyMixin(serializers.Serializer):
+    owner = serializers.CharField(read_only=True, help_text="the process whose step made the channel ('' for named ones)")
+    policy = serializers.SerializerMethodField(help_text="who may send into it from outside (docs/API.md, Who may send)")
+
+    @extend_schema_field(serializers.ChoiceField(choices=SendPolicy.choices))
+    def get_policy(self, chan: Channel) -> str:
+        return effective_policy(chan).policy  # a workflow's declaration wins over the row
+
+
+class ChannelSerializer(ChannelPolicyMixin, SlctModelSerializer):
     class Meta:
         model = Channel
-        fields = ["name", "capacity", "closed", "created_at", "closed_at"]
+        fields = ["name", "capacity", "closed", "owner", "policy", "created_at", "closed_at"]
         read_only_fields = fields
 
 
@@ -372,7 +382,7 @@ class BlockedSenderSerializer(BlockedReceiverSerializer):
     value = StorableJSONField()
 
 
-class ChannelDetailSerializer(SlctModelSerializer):
+class ChannelDetailSerializer(ChannelPolicyMixin, SlctModelSerializer):
     """A channel with its buffer and the goroutines (and external sends) blocked on it."""
 
     buffer = serializers.SerializerMethodField()
@@ -381,7 +391,8 @@ class ChannelDetailSerializer(SlctModelSerializer):
 
     class Meta:
         model = Channel
-        fields = ["name", "capacity", "closed", "created_at", "closed_at", "buffer", "receivers", "senders"]
+        fields = ["name", "capacity", "closed", "owner", "policy", "created_at", "closed_at", "buffer", "receivers",
+                  "senders"]
         read_only_fields = fields
 
     def _view(self, chan: Channel) -> selectors.ChannelView:

@@ -13,8 +13,8 @@ def test_create_list_and_detail(api):
     r = api.post("/api/channels/", {"name": "jobs", "capacity": 2}, format="json")
     assert r.status_code == 201, r.json()
     assert r.json() == {
-        "name": "jobs", "capacity": 2, "closed": False, "created_at": r.json()["created_at"], "closed_at": None,
-        "buffer": [], "receivers": [], "senders": [],
+        "name": "jobs", "capacity": 2, "closed": False, "owner": "", "policy": "open",
+        "created_at": r.json()["created_at"], "closed_at": None, "buffer": [], "receivers": [], "senders": [],
     }
     assert r["Location"] == "/api/channels/jobs/"
     gen = api.post("/api/channels/", {}, format="json")

@@ -228,3 +228,13 @@ def test_a_precreated_result_channel_is_not_adopted(runner, django_user_model):
     # ...the call refuses the name instead of delivering the child's result into their channel.
     runner.assert_failed(pid, "already exists")
     assert Channel.objects.get(pk="result-acc-child").owner == ""
+
+
+def test_channel_detail_shows_owner_and_effective_policy(runner, django_user_model):
+    pid = runner.start("acc-maker")
+    client = _client(django_user_model, "view_channel")
+    made = client.get(f"/api/channels/{runner.state(pid)['private']}/").json()
+    assert (made["owner"], made["policy"]) == (pid, "private")
+    runner.start("acc-approvals")
+    named = client.get("/api/channels/acc-approvals/").json()
+    assert (named["owner"], named["policy"]) == ("", "restricted")  # the declaration, not the row
