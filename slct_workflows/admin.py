@@ -17,6 +17,7 @@ from django.urls import path
 from django.utils.html import format_html
 
 from . import clock, services
+from .access import effective_policy
 from .admin_views import channel as channel_views
 from .admin_views import dashboard as dashboard_views
 from .admin_views import process as process_views
@@ -232,10 +233,11 @@ class GoroutineAdmin(ReadOnlyAdmin):
 
 @admin.register(Channel)
 class ChannelAdmin(ReadOnlyAdmin):
-    list_display = ("name", "capacity", "closed", "buffered", "receivers", "senders", "created_at")
-    list_filter = ("closed", "capacity")
-    search_fields = ("name",)
-    fields = ("name", "capacity", "closed", "next_seq", "created_at", "closed_at")
+    list_display = ("name", "capacity", "closed", "send_policy", "owner", "buffered", "receivers", "senders",
+                    "created_at")
+    list_filter = ("closed", "policy", "capacity")
+    search_fields = ("name", "owner")
+    fields = ("name", "capacity", "closed", "owner", "send_policy", "created_at", "closed_at")
     readonly_fields = fields
     change_form_template = "admin/slct_workflows/channel/change_form.html"
 
@@ -245,6 +247,10 @@ class ChannelAdmin(ReadOnlyAdmin):
             n_recv=Count("pending", filter=Q(pending__kind="recv"), distinct=True),
             n_send=Count("pending", filter=Q(pending__kind="send"), distinct=True),
         )
+
+    @admin.display(description="who may send from outside", ordering="policy")
+    def send_policy(self, obj):
+        return effective_policy(obj).describe()  # a workflow's declaration wins over the row
 
     @admin.display(description="buffered", ordering="n_buffer")
     def buffered(self, obj):

@@ -238,3 +238,13 @@ def test_channel_detail_shows_owner_and_effective_policy(runner, django_user_mod
     runner.start("acc-approvals")
     named = client.get("/api/channels/acc-approvals/").json()
     assert (named["owner"], named["policy"]) == ("", "restricted")  # the declaration, not the row
+
+
+def test_admin_channel_page_shows_the_policy(runner, django_user_model, client):
+    pid = runner.start("acc-maker")
+    client.force_login(django_user_model.objects.create_superuser("root", "root@example.com", "pw"))
+    private = runner.state(pid)["private"]
+    page = client.get(f"/admin/slct_workflows/channel/{private}/change/").content.decode()
+    assert "private: steps and the runtime only" in page and pid in page
+    listing = client.get("/admin/slct_workflows/channel/?policy__exact=private").content.decode()
+    assert private in listing and runner.state(pid)["opened"] not in listing
