@@ -7,6 +7,11 @@ cd "$(dirname "$0")"
 # Development mode, explicitly: the settings default to production (docs/SECURITY.md).
 export DEBUG="${DEBUG:-1}"
 source scripts/setup-env.sh
+# Metrics (docs/OPERATIONS.md): the worker's step counters reach the web server's /metrics through
+# a directory both write (emptied at start, as prometheus_client asks); readable from this machine.
+export PROMETHEUS_MULTIPROC_DIR="${PROMETHEUS_MULTIPROC_DIR:-$PWD/.slct/metrics}"
+rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+export SLCT_METRICS_ALLOW="${SLCT_METRICS_ALLOW:-127.0.0.1,::1}"
 PY=.venv/bin/python
 $PY manage.py migrate --noinput
 $PY manage.py slct_admin_user

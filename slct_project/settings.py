@@ -232,6 +232,22 @@ DATABASES = {"default": _database()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "") or f"redis://127.0.0.1:{os.environ.get('SLCT_EMBEDDED_REDIS_PORT', '6390')}/0"
+
+
+def _with_redis_timeouts(url: str) -> str:
+    """Bounded socket timeouts unless the URL sets its own: without them an enqueue from a web
+    request waits forever on a Redis that hangs instead of refusing (RQ's workers raise the read
+    timeout above their blocking dequeue themselves)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.setdefault("socket_connect_timeout", "5")
+    query.setdefault("socket_timeout", "10")
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+REDIS_URL = _with_redis_timeouts(REDIS_URL)
 SLCT_QUEUE = os.environ.get("SLCT_QUEUE", "slct")
 RQ_QUEUES = {
     SLCT_QUEUE: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300},
