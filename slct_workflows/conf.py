@@ -83,7 +83,7 @@ def job_seconds() -> float:
 def workflow_modules() -> list[str]:
     raw = _raw("SLCT_WORKFLOW_MODULES", "")
     if isinstance(raw, str):
-        return [m for m in raw.split(",") if m.strip()]
+        return [m.strip() for m in raw.split(",") if m.strip()]  # "a, b" is ["a", "b"]
     if isinstance(raw, (list, tuple)):
         return list(raw)
     raise ImproperlyConfigured("SLCT_WORKFLOW_MODULES must be a list of module paths")

@@ -254,6 +254,11 @@ class Step:
             raise p._fail("a select case was started without .to(method)")
         if p.decls.call is not None and not p.decls.call.target:
             raise p._fail("call() without .to(method)")
+        if p.decls.cases == [] and p.decls.call is None:
+            # Go's `select {}` blocks forever; a goroutine that may never run again is a bug here,
+            # not a wait: refused, rather than ending the goroutine as "no select" would.
+            raise p._fail("select() with no cases (Go's `select {}` blocks forever); "
+                          "to end the goroutine, declare no select at all")
 
     def _encode_state(self, definition: Definition, instance: Any, p: Process) -> dict:
         try:

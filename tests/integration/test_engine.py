@@ -50,6 +50,7 @@ def test_a_step_failing_past_the_limit_fails_the_process_and_can_be_retried(runn
     ("state-not-json", "the state is not JSON"),
     ("other-object", "is not a method of this process"),
     ("no-to", "without .to(method)"),
+    ("empty-select", "select() with no cases"),
 ])
 def test_bad_declarations_fail_at_once_naming_process_goroutine_and_method(runner, mode, message):
     pid = runner.start("t-bad", mode)

@@ -46,6 +46,8 @@ class BadDeclarations:
             p.select().recv("x").to(Flaky().Main_Start)
         elif input == "no-to":
             p.select().recv("x")
+        elif input == "empty-select":
+            p.select()
 
     def Helper_Run(self, p: Process):
         pass
