@@ -264,8 +264,21 @@ def apply(locked: LockedChannels, decision: semantics.Decision, now: datetime, s
         locked.buffer_sources[chan].append(pushed_by)
         locked.states[chan].buffer.append(value)
     for fire in decision.fires:
-        fire_waiter(locked, fire, now, source)
+        # A blocked sender fired by a pop on its channel moved its value into the buffer: it has
+        # no receiver yet (the one that popped got the oldest value, not this one).
+        into_buffer = fire.waiter.op == "send" and fire.channel in decision.pops
+        fire_waiter(locked, fire, now, source, into_buffer=into_buffer)
+    for popped_by in popped:
+        if popped_by and "external" in popped_by and source and "process" in source:
+            # An outside send's value leaves the buffer: its record names its real receiver.
+            ExternalSend.objects.filter(pk=popped_by["external"]).update(
+                status=SendStatus.RECEIVED, delivered_at=now, delivered_to=_receiver(source),
+            )
     return popped
+
+
+def _receiver(source: dict) -> str:
+    return f"{source.get('process', '')}/{source.get('goroutine', '')}"
 
 
 _DELETE_BUFFERED = FixedWrite(BufferedValue, where=["channel", "seq"], delete=True)
@@ -278,7 +291,9 @@ _FIRE_GOROUTINE = FixedWrite(
 )
 
 
-def fire_waiter(locked: LockedChannels, fire: semantics.Fire, now: datetime, source: dict | None) -> None:
+def fire_waiter(
+    locked: LockedChannels, fire: semantics.Fire, now: datetime, source: dict | None, *, into_buffer: bool = False,
+) -> None:
     owner = fire.waiter.owner
     for st in locked.states.values():
         st.drop_owner(owner)
@@ -300,13 +315,13 @@ def fire_waiter(locked: LockedChannels, fire: semantics.Fire, now: datetime, sou
         locked.woken.append(ident)
     else:
         PendingCase.objects.filter(external_send_id=ident).delete()
-        delivered_to = ""
-        if source:
-            delivered_to = f"{source.get('process', '')}/{source.get('goroutine', '')}"
+        if into_buffer:
+            ExternalSend.objects.filter(pk=ident).update(status=SendStatus.BUFFERED)
+            return
         ExternalSend.objects.filter(pk=ident).update(
             status=SendStatus.CLOSED if fire.closed else SendStatus.RECEIVED,
             delivered_at=now,
-            delivered_to=delivered_to,
+            delivered_to=_receiver(source) if source else "",
         )
 
 

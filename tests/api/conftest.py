@@ -117,3 +117,15 @@ def flaky(settings):
     FLAKY["fail"] = True
     yield FLAKY
     FLAKY["fail"] = True
+
+
+@register("api-test-taker")
+@_dataclass
+class Taker:
+    """Receives one value from input["channel"] and finishes with it."""
+
+    def Main_Start(self, p: Process, input=None):
+        p.select().recv(input["channel"]).to(self.Main_Got)
+
+    def Main_Got(self, p: Process, value):
+        p.finish(value)

@@ -157,3 +157,20 @@ def test_send_to_unknown_channel_404_creates_nothing(api, unchanged):
     with unchanged():
         r = send(api, "missing", 1, "k-missing")
     assert r.status_code == 404 and r.json()["detail"] == "unknown channel 'missing'"
+
+
+def test_a_held_send_moved_into_the_buffer_names_its_real_receiver(api, run):
+    """Capacity 2: 1 and 2 buffered, 3 held. A receiver takes 1 and 3 moves into the buffer: the
+    record of 3 says buffered (nobody has it yet), then names the receiver that really got it."""
+    assert api.post("/api/channels/", {"name": "held", "capacity": 2}, format="json").status_code == 201
+    assert [send(api, "held", v, f"held-{v}").status_code for v in (1, 2, 3)] == [200, 200, 202]
+    first = run.start("api-test-taker", {"channel": "held"}, id="taker-1")
+    assert run.output(first) == 1
+    record = api.get("/api/sends/held-3/").json()
+    assert (record["status"], record["delivered_to"]) == ("buffered", ""), record
+    assert api.get("/api/sends/held-1/").json()["delivered_to"] == "taker-1/Main"
+    run.start("api-test-taker", {"channel": "held"}, id="taker-2")
+    run.start("api-test-taker", {"channel": "held"}, id="taker-3")
+    assert run.output("taker-3") == 3
+    record = api.get("/api/sends/held-3/").json()
+    assert (record["status"], record["delivered_to"]) == ("received", "taker-3/Main"), record

@@ -99,6 +99,7 @@ class MChan:
     name: str
     cap: int
     buf: list = field(default_factory=list)
+    origins: list = field(default_factory=list)  # per buffered value: the external send's key, or None
     closed: bool = False
     recvq: list = field(default_factory=list)  # oldest first
     sendq: list = field(default_factory=list)
@@ -135,7 +136,7 @@ class Model:
             ch.recvq = [w for w in ch.recvq if w.owner != owner]
             ch.sendq = [w for w in ch.sendq if w.owner != owner]
 
-    def fire(self, w: MWaiter, value: Any = None, closed: bool = False) -> None:
+    def fire(self, w: MWaiter, value: Any = None, closed: bool = False, into_buffer: bool = False) -> None:
         self.drop(w.owner)
         kind, ident = w.owner
         if kind == "a":
@@ -143,7 +144,8 @@ class Model:
             assert a.status == "blocked"
             a.status, a.next, a.since, a.cases = "runnable", (w.case, value, closed), self.tick, None
         else:
-            self.ext[ident] = "closed" if closed else "received"
+            # A held send whose value moved into the buffer has no receiver yet.
+            self.ext[ident] = "closed" if closed else "buffered" if into_buffer else "received"
 
     def ready(self, case: list, a: MActor) -> tuple[Any, bool] | None:
         """Try one case of a running select: (value, closed) if it fires, with its effects."""
@@ -152,10 +154,14 @@ class Model:
             ch = self.chans[case[1]]
             if ch.buf:
                 value = ch.buf.pop(0)
+                origin = ch.origins.pop(0)
+                if origin is not None:
+                    self.ext[origin] = "received"  # an outside value reached its receiver
                 if ch.sendq:  # a slot freed: the oldest blocked sender's value moves in
                     w = ch.sendq[0]
                     ch.buf.append(w.value)
-                    self.fire(w)
+                    ch.origins.append(w.owner[1] if w.owner[0] == "x" else None)
+                    self.fire(w, into_buffer=True)
                 return value, False
             if ch.sendq:
                 w = ch.sendq[0]
@@ -173,6 +179,7 @@ class Model:
                 return None, False
             if len(ch.buf) < ch.cap:
                 ch.buf.append(case[2])
+                ch.origins.append(None)
                 return None, False
             return None
         if kind == "after":
@@ -269,6 +276,7 @@ class Model:
             outcome = "delivered"
         elif len(ch.buf) < ch.cap:
             ch.buf.append(value)
+            ch.origins.append(key)
             outcome = "buffered"
         elif wait:
             ch.sendq.append(MWaiter(("x", key), 0, value))

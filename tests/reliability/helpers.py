@@ -209,3 +209,20 @@ def captured_log(name: str = "slct_workflows"):
         yield records
     finally:
         logger.handlers, logger.propagate = saved, propagate
+
+
+def terminate_backends(seconds: float) -> int:
+    """Terminate every other backend of the test database, again and again, for `seconds`: the
+    workers' connections die mid-transaction and their reconnects die too (the safe way to take
+    PostgreSQL away on a shared machine: the cluster stays up for everyone else)."""
+    terminated = 0
+    end = time.monotonic() + seconds
+    with connection.cursor() as cur:
+        while time.monotonic() < end:
+            cur.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            terminated += cur.fetchone()[0]
+            time.sleep(0.05)
+    return terminated

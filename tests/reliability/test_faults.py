@@ -19,7 +19,8 @@ from slct_workflows import services
 from slct_workflows.models import Event, ProcessInstance
 
 from .helpers import (
-    assert_quiescent, captured_log, check_history, committed_steps, ledger, read_attempts, report, wait_done,
+    assert_quiescent, captured_log, check_history, committed_steps, ledger, read_attempts, report, terminate_backends,
+    wait_done,
 )
 from .conftest import _drop_queue_keys
 
@@ -230,23 +231,6 @@ def test_redis_loses_its_jobs_then_restarts_empty(private_redis, private_redis_w
 
 # -- the database goes away -----------------------------------------------------------------------
 
-def _cut_postgres(seconds: float) -> int:
-    """Terminate every other backend of the test database, again and again, for `seconds`: the
-    workers' connections die mid-transaction and their reconnects die too (the safe way to take
-    PostgreSQL away on a shared machine: the cluster stays up for everyone else)."""
-    terminated = 0
-    end = time.monotonic() + seconds
-    with connection.cursor() as cur:
-        while time.monotonic() < end:
-            cur.execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-            terminated += cur.fetchone()[0]
-            time.sleep(0.05)
-    return terminated
-
-
 def _hold_sqlite(seconds: float, bursts: int) -> int:
     """SQLite's single writer lock held by this process for `seconds`, `bursts` times: every worker
     (and every external sender) must wait for it, not fail with "database is locked"."""
@@ -285,7 +269,7 @@ def test_database_taken_away_while_workers_run(rel_workers, tmp_path):
             connection.close()
 
     if connection.vendor == "postgresql":
-        faults = _cut_postgres(4.0)
+        faults = terminate_backends(4.0)
         fault = "backends_terminated"
     else:
         threads = [threading.Thread(target=sender, args=(t,)) for t in range(3)]

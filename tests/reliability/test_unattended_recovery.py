@@ -27,7 +27,9 @@ from slct_workflows import heartbeat, services
 from slct_workflows.models import Event, Goroutine, GoroutineStatus, ProcessInstance
 
 from .conftest import _free_port
-from .helpers import assert_quiescent, check_history, committed_steps, ledger, read_attempts, report, wait_done
+from .helpers import (
+    assert_quiescent, check_history, committed_steps, ledger, read_attempts, report, terminate_backends, wait_done,
+)
 
 MODULES = "tests.reliability.unattended_workflows"
 SWEEP_INTERVAL = 2
@@ -225,22 +227,6 @@ def test_sigkill_and_an_empty_redis_restart_recover_with_no_human(private_redis,
 
 # -- every database backend terminated ---------------------------------------------------------------
 
-def _terminate_backends(seconds: float) -> int:
-    """Terminate every other backend of the test database (never another database's), every
-    50 ms for `seconds`."""
-    terminated = 0
-    end = time.monotonic() + seconds
-    with connection.cursor() as cur:
-        while time.monotonic() < end:
-            cur.execute(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-            terminated += cur.fetchone()[0]
-            time.sleep(0.05)
-    return terminated
-
-
 def _backends() -> set[int]:
     """The other backends of the test database (the workers')."""
     with connection.cursor() as cur:
@@ -279,7 +265,7 @@ def test_every_backend_terminated_the_sweep_runs_again_and_work_completes(rel_wo
         assert len(later) <= 2 * len(workers) + 1, f"{len(later)} backends for {len(workers)} workers"
         assert len(first & later) >= len(workers), (first, later)
         persistent = {"worker_backends": len(later), "backends_kept_across_1s": len(first & later)}
-        faults = _terminate_backends(3.0)
+        faults = terminate_backends(3.0)
         fault = "backends_terminated"
     else:
         _hold_sqlite_writer(3.0)
