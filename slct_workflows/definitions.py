@@ -16,6 +16,20 @@ from .values import NAME_RULE, is_name
 METHOD_NAME = re.compile(r"^([A-Za-z][A-Za-z0-9]*)_([A-Za-z0-9_]+)$")
 T = TypeVar("T")
 
+# Set by the RQ worker (slct_workflows.worker) at start: an unknown definition there most often
+# means the worker runs older code than the web server that accepted the process.
+in_worker = False
+STALE_CODE_HINT = ("; this worker may be running older code than the web server that accepted the process: "
+                   "restart the worker (in development, ./run.sh runs a worker that reloads on code changes: "
+                   "manage.py slct_worker --reload)")
+
+
+def unknown_definition(name: str, *, worker_hint: bool | None = None) -> str:
+    """The message for a definition this process does not know; with the stale-code hint in a
+    worker."""
+    hint = in_worker if worker_hint is None else worker_hint
+    return f"unknown process definition {name!r}" + (STALE_CODE_HINT if hint else "")
+
 
 def split_method(name: str) -> tuple[str, str] | None:
     """`Main_CheckApprove` -> ("Main", "CheckApprove"); None if it does not follow the rule."""
@@ -168,7 +182,7 @@ class Registry:
     def get(self, name: str, version: str | None = None) -> Definition:
         versions = self._by_name.get(name)
         if not versions:
-            raise NotFound(f"unknown process definition {name!r}")
+            raise NotFound(unknown_definition(name))
         key = self._latest[name] if version is None else version
         if key not in versions:
             raise NotFound(f"process definition {name!r} has no version {version!r}")
@@ -180,7 +194,11 @@ class Registry:
         an unversioned class is still registered."""
         versions = self._by_name.get(name)
         if not versions:
-            raise NotFound(f"unknown process definition {name!r}")
+            # A process exists with this definition, so some code knew it: this code is older
+            # (or the definition was removed).
+            raise NotFound(unknown_definition(name, worker_hint=True) if in_worker else
+                           f"unknown process definition {name!r} (not registered in this process: was it "
+                           f"removed, or is this process running older code than the one that started it?)")
         if version in versions:
             return versions[version]
         if version == "":

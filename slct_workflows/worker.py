@@ -19,6 +19,13 @@ database work or none of it; either way the database says what is left, and the 
 Database outages never reach this loop: a job's steps retry lost connections (db.py), and a job
 whose database stays away hands its goroutines back to the queue (jobs.py).
 
+**Logging.** A worker's routine lines are at DEBUG: RQ's per-job lines (the job dequeued, "Job
+OK", "result discarded", the registries' cleaning) and this worker's own; at INFO it says what
+matters (start, stop, outages) and, every SLCT_LOG_SUMMARY_SECONDS (60; 0: never), a summary of
+what it did, when it did anything: "N steps in M jobs, K timers fired, S sweeps ok". The
+per-job lines come back with `manage.py rqworker -v 2` (or SLCT_LOG_LEVEL=DEBUG for the summary's
+logger).
+
 **Database connections** are persistent in a worker (SLCT_WORKER_CONN_MAX_AGE, 600 s; the web
 default is 0) with health checks before reuse, and on PostgreSQL a connect timeout and TCP
 keepalives, so a dead peer is noticed instead of waited on.
@@ -26,6 +33,8 @@ keepalives, so a dead peer is noticed instead of waited on.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from typing import Any, Callable, TypeVar
 
@@ -55,6 +64,118 @@ LOOP_REDIS_TIMEOUT = 5.0  # the timer loop's own Redis client: a hung Redis cost
 DEQUEUE_SECONDS = 10  # the idle loop comes round this often (heartbeat, scheduler check)
 SCHEDULER_CHECK_SECONDS = 10.0
 
+# RQ's lines that are written for every job (or every maintenance round): DEBUG here, not INFO.
+ROUTINE_RQ_LINES = frozenset({
+    "Worker %s: %s: %s (%s)",  # a job dequeued ("slct: slct_workflows.jobs.wake(...)"), and "Job OK"
+    "Worker %s: %s: %s",
+    "Worker %s: job %s result discarded immediately",
+    "Worker %s: job %s result is kept for %s seconds",
+    "Worker %s: job %s result will never expire, clean up result key manually",
+    "Worker %s: cleaning registries for queue: %s",
+    "Worker %s: cleaning group registries",
+    "Successfully completed %s job in %ss on worker %s",
+    "Successfully completed job %s in %ss on worker %s",
+})
+STEP_JOBS = ("slct_workflows.jobs.wake", "slct_workflows.jobs.wake_timer")
+
+
+def summary_seconds() -> float:
+    try:
+        return float(os.environ.get("SLCT_LOG_SUMMARY_SECONDS", "60"))
+    except ValueError:
+        return 60.0
+
+
+class RoutineAtDebug:
+    """RQ's worker logger, with its per-job INFO lines logged at DEBUG."""
+
+    def __init__(self, logger: Any) -> None:
+        self.logger = logger
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.logger, name)
+
+    def info(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if msg in ROUTINE_RQ_LINES:
+            self.logger.debug(msg, *args, **kwargs)
+        else:
+            self.logger.info(msg, *args, **kwargs)
+
+
+class Activity:
+    """What this worker process did since the last summary (the jobs, their steps, the timers
+    fired by its timer loop and its fire_timers jobs, its sweeps)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.since = time.monotonic()
+        self.jobs = self.failed_jobs = self.steps = self.timers = 0
+        self.sweeps_ok = self.sweeps_failed = self.repairs = 0
+
+    def add(self, **counts: int) -> None:
+        with self.lock:
+            for key, n in counts.items():
+                setattr(self, key, getattr(self, key) + n)
+
+    def take(self, interval: float) -> str | None:
+        """The summary line if `interval` has passed and something happened; resets the counts
+        when the interval has passed."""
+        with self.lock:
+            elapsed = time.monotonic() - self.since
+            if interval <= 0 or elapsed < interval:
+                return None
+            counts = (self.steps, self.jobs, self.failed_jobs, self.timers, self.sweeps_ok, self.sweeps_failed,
+                      self.repairs)
+            self.since = time.monotonic()
+            self.jobs = self.failed_jobs = self.steps = self.timers = 0
+            self.sweeps_ok = self.sweeps_failed = self.repairs = 0
+        steps, jobs, failed, timers, ok, bad, repairs = counts
+        if not (jobs or failed or timers or bad or repairs):
+            return None
+        line = f"last {elapsed:.0f} s: {steps} steps in {jobs} jobs"
+        if failed:
+            line += f" ({failed} failed)"
+        line += f", {timers} timers fired, " + (f"{ok} sweeps ok" if ok or not bad else "")
+        if bad:
+            line += f"{', ' if ok else ''}{bad} sweeps failed"
+        if repairs:
+            line += f", sweeps re-enqueued {repairs}"
+        return line
+
+
+activity = Activity()
+_counting_installed = False
+
+
+def _count_sweep(ok: bool, report: Any, seconds: float) -> None:
+    repairs = sum(n for n in (getattr(report, k, 0) for k in ("runnable", "timers", "outbox")) if isinstance(n, int))
+    activity.add(sweeps_ok=int(ok), sweeps_failed=int(not ok), repairs=repairs if ok else 0)
+
+
+def install_activity_counting() -> None:
+    """Count the timers this process fires and its sweeps (once per process)."""
+    global _counting_installed
+    if _counting_installed:
+        return
+    _counting_installed = True
+    import functools
+
+    from . import engine
+    from . import timer_loop as timer_loop_module
+
+    fire = engine.fire_due_timers
+
+    @functools.wraps(fire)
+    def fire_due_timers(*args: Any, **kwargs: Any) -> Any:
+        ids = fire(*args, **kwargs)
+        if ids:
+            activity.add(timers=len(ids))
+        return ids
+
+    engine.fire_due_timers = fire_due_timers
+    if _count_sweep not in timer_loop_module.sweep_listeners:
+        timer_loop_module.sweep_listeners.append(_count_sweep)
+
 
 def persistent_db_connections() -> None:
     """Keep the worker's database connections (every thread's: they share the settings dicts)
@@ -80,6 +201,25 @@ class Worker(SimpleWorker):
     _redis_pause = 0.5
     _redis_repair_pending = False
     _scheduler_check_at = 0.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.log = RoutineAtDebug(self.log)
+
+    def _summarize(self) -> None:
+        line = activity.take(summary_seconds())
+        if line:
+            log.info("worker %s: %s", self.name, line)
+
+    def _finalize_success(self, job: Any, queue: Any, execution: Any, return_value: Any) -> None:
+        super()._finalize_success(job, queue, execution, return_value)
+        steps = return_value if job.func_name in STEP_JOBS and isinstance(return_value, int) else 0
+        activity.add(jobs=1, steps=steps)
+        self._summarize()
+
+    def handle_job_failure(self, job: Any, queue: Any, *args: Any, **kwargs: Any) -> None:
+        super().handle_job_failure(job, queue, *args, **kwargs)
+        activity.add(failed_jobs=1)
 
     # -- waiting for Redis ------------------------------------------------------------------------
 
@@ -235,6 +375,7 @@ class Worker(SimpleWorker):
         while True:
             try:
                 self.heartbeat()
+                self._summarize()
                 if self.should_run_maintenance_tasks:
                     self.run_maintenance_tasks()
                 self._keep_scheduler()
@@ -249,10 +390,10 @@ class Worker(SimpleWorker):
                     self.reorder_queues(reference_queue=queue)
                     job.redis_server_version = self.get_redis_server_version()
                     if self.log_job_description:
-                        self.log.info("Worker %s: %s: %s (%s)", self.name, green(queue.name), blue(job.description),
+                        self.log.debug("Worker %s: %s: %s (%s)", self.name, green(queue.name), blue(job.description),
                                       job.id)
                     else:
-                        self.log.info("Worker %s: %s: %s", self.name, green(queue.name), job.id)
+                        self.log.debug("Worker %s: %s: %s", self.name, green(queue.name), job.id)
                 self._redis_up()
                 break
             except DequeueTimeout:
@@ -290,6 +431,10 @@ class Worker(SimpleWorker):
         return redis.Redis(connection_pool=type(pool)(connection_class=pool.connection_class, **kwargs))
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
+        from . import definitions
+
+        definitions.in_worker = True  # an unknown definition here says the code may be stale
+        install_activity_counting()
         persistent_db_connections()
         super().bootstrap(*args, **kwargs)
         if (conf.timer_poll_seconds() > 0 or conf.sweep_interval() > 0) and self.timer_loop is None:
