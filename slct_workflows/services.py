@@ -73,12 +73,16 @@ class Started:
     created: bool
 
 
-def start_process(definition: str, input: Any = None, id: str | None = None) -> Started:
+def start_process(definition: str, input: Any = None, id: str | None = None, version: str | None = None) -> Started:
     """Start a process. With an `id` it is idempotent: the same id and input return the existing
-    process (`created=False`); the same id with another definition or input is a Conflict."""
+    process (`created=False`); the same id with another definition or input is a Conflict.
+    `version` starts that registered version of the definition (default: the latest); with an
+    `id` of an existing process started on another version, it is a Conflict too."""
     if not isinstance(definition, str):
         raise InvalidInput("definition must be a string")
-    d = registry.get(definition)
+    if version is not None and not isinstance(version, str):
+        raise InvalidInput("version must be a string")
+    d = registry.get(definition, version)
     input = _json(input, "input")
     if id is not None:
         _name(id, "process id")
@@ -88,7 +92,7 @@ def start_process(definition: str, input: Any = None, id: str | None = None) -> 
             if id is not None:
                 existing = ProcessInstance.objects.filter(pk=id).first()
                 if existing is not None:
-                    return _same_start(existing, definition, input)
+                    return _same_start(existing, definition, input, version)
             try:
                 with transaction.atomic():
                     proc, main = create_process_rows(d, input, id)
@@ -96,19 +100,21 @@ def start_process(definition: str, input: Any = None, id: str | None = None) -> 
                 existing = ProcessInstance.objects.filter(pk=id).first()
                 if existing is None:
                     raise
-                return _same_start(existing, definition, input)
+                return _same_start(existing, definition, input, version)
             dispatch.after_commit_wake([main.id])
             return Started(proc, True)
 
     return with_db_retries(attempt)
 
 
-def _same_start(existing: ProcessInstance, definition: str, input: Any) -> Started:
+def _same_start(existing: ProcessInstance, definition: str, input: Any, version: str | None = None) -> Started:
     if existing.definition != definition or fingerprint(existing.input) != fingerprint(input):
         raise Conflict(
             f"process {existing.id!r} already exists with another "
             + ("definition" if existing.definition != definition else "input")
         )
+    if version is not None and existing.version != version:
+        raise Conflict(f"process {existing.id!r} already exists on version {existing.version!r}")
     return Started(existing, False)
 
 

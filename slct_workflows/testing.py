@@ -220,9 +220,11 @@ class WorkflowRunner:
         """The engine's current time (what `p.now()` returns in a step)."""
         return clock.now()
 
-    def start(self, definition: str, input: Any = None, id: str | None = None) -> str:
-        """Start a process and run it until it rests. Returns the process id."""
-        started = services.start_process(definition, input, id)
+    def start(self, definition: str, input: Any = None, id: str | None = None, version: str | None = None) -> str:
+        """Start a process and run it until it rests. Returns the process id. `version` starts
+        that registered version of the definition (say, the old one still kept for processes
+        already running it); without it, the latest."""
+        started = services.start_process(definition, input, id, version=version)
         self.run()
         return started.process.id
 

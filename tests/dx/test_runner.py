@@ -67,6 +67,48 @@ def expense(workflow_registry, workflow_runner):
     return workflow_runner.start(NAME, {"amount": 42, "note": "lunch"})
 
 
+# -- starting a version ---------------------------------------------------------------------------
+
+@pytest.fixture
+def two_versions(workflow_registry):
+    workflow_registry.add(NAME, defs.ExpenseV1, version="1")
+    workflow_registry.add(NAME, defs.ExpenseV2, version="2")
+
+
+def test_start_runs_the_latest_version_or_the_one_asked_for(two_versions, workflow_runner):
+    run = workflow_runner
+    latest, old = run.start(NAME, {"amount": 1}), run.start(NAME, {"amount": 2}, version="1")
+    assert (run.process(latest).version, run.process(old).version) == ("2", "1")
+    run.send(answers(latest), True)
+    run.send(answers(old), True)
+    run.assert_finished(latest, {"by": "v2", "approved": True, "amount": 1})
+    run.assert_finished(old, {"by": "v1", "approved": True})
+    assert run.describe(old).startswith(f"process {NAME} version 1 {old}: done")
+
+
+def test_starting_an_unregistered_version_is_refused(two_versions, workflow_runner):
+    from slct_workflows import InvalidInput, NotFound
+    from slct_workflows.models import ProcessInstance
+
+    with pytest.raises(NotFound, match="has no version '3'"):
+        workflow_runner.start(NAME, {"amount": 1}, version="3")
+    with pytest.raises(InvalidInput, match="version must be a string"):
+        workflow_runner.start(NAME, {"amount": 1}, version=1)
+    assert not ProcessInstance.objects.exists()
+
+
+def test_a_start_with_an_id_and_a_version_is_idempotent(two_versions, workflow_runner):
+    from slct_workflows import Conflict
+
+    run = workflow_runner
+    assert run.start(NAME, {"amount": 1}, id="exp-v1", version="1") == "exp-v1"
+    assert run.start(NAME, {"amount": 1}, id="exp-v1", version="1") == "exp-v1"  # the same start again
+    assert run.start(NAME, {"amount": 1}, id="exp-v1") == "exp-v1"  # no version asked: the existing one
+    with pytest.raises(Conflict, match="already exists on version '1'"):
+        run.start(NAME, {"amount": 1}, id="exp-v1", version="2")
+    assert run.process("exp-v1").version == "1"
+
+
 # -- clock -----------------------------------------------------------------------------------------
 
 def test_the_clock_is_frozen_and_moves_only_when_told(workflow_registry, db):
