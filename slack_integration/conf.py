@@ -13,6 +13,7 @@ SLACK_USER_MAP           Slack user id -> Django username links on top of the ad
                          "U012AB=alice,U034CD=bob" (a team prefix pins the workspace:
                          "T01ACME:U012AB=alice"), or a dict; a bad entry raises ImproperlyConfigured
 SLACK_TIMEOUT            seconds for one Web API call (default 10)
+SLACK_APP_TOKEN          xapp-... app-level token for Socket Mode (`manage.py slack_socket`); empty: not used
 """
 from __future__ import annotations
 
@@ -106,3 +107,21 @@ def timeout() -> int:
     if value < 1:
         raise ImproperlyConfigured(f"SLACK_TIMEOUT must be >= 1, got {value}")
     return value
+
+
+# An app-level token: "xapp-" then Slack's digits, letters and dashes (xapp-1-A0123-456-abc...).
+SLACK_APP_TOKEN_RE = re.compile(r"^xapp-[A-Za-z0-9-]{1,250}$")
+
+
+def app_token() -> str:
+    """SLACK_APP_TOKEN: the app-level token (xapp-..., scope connections:write) that Socket Mode
+    (`manage.py slack_socket`) opens its connection with; empty: Socket Mode is not configured.
+    Anything else (a bot token, a stray space...) raises ImproperlyConfigured."""
+    raw = _raw("SLACK_APP_TOKEN", "")
+    if raw is None or raw == "":
+        return ""
+    if not isinstance(raw, str) or not SLACK_APP_TOKEN_RE.match(raw):
+        shown = raw[:5] + "..." if isinstance(raw, str) else type(raw).__name__
+        raise ImproperlyConfigured(
+            f"SLACK_APP_TOKEN must be an app-level token (xapp-...), got {shown!r}")
+    return raw

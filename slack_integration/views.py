@@ -53,16 +53,26 @@ def interactivity(request: HttpRequest) -> HttpResponse:
     if not verified(request):
         return _refuse()
     try:
-        event = payloads.parse_interactivity(request.POST.get("payload"))
+        body = handle_interactivity(request.POST.get("payload"))
     except BadPayload as exc:
         return _bad(exc)
+    if body is not None:
+        return JsonResponse(body)
+    return HttpResponse(status=200)  # an empty 200 acknowledges (and closes a submitted modal)
+
+
+def handle_interactivity(raw) -> dict | None:
+    """A verified interactivity payload (its JSON text) → what to answer Slack with: None for a
+    plain acknowledgement, or a body (a modal's field errors). Raises BadPayload, having changed
+    nothing, for a shape Slack does not send. Shared by the HTTP endpoint and Socket Mode."""
+    event = payloads.parse_interactivity(raw)
     if isinstance(event, payloads.BlockActions):
         interactions.block_actions(event)
     elif isinstance(event, payloads.AnswerSubmission):
         errors = interactions.answer_submitted(event)
         if errors:
-            return JsonResponse({"response_action": "errors", "errors": errors})
-    return HttpResponse(status=200)  # an empty 200 acknowledges (and closes a submitted modal)
+            return {"response_action": "errors", "errors": errors}
+    return None
 
 
 # -- the slash command --------------------------------------------------------------------------
@@ -73,7 +83,14 @@ def commands(request: HttpRequest) -> HttpResponse:
     if not verified(request):
         return _refuse()
     try:
-        cmd = payloads.parse_command(request.POST)
+        body = handle_command(request.POST)
     except BadPayload as exc:
         return _bad(exc)
-    return JsonResponse({"response_type": "ephemeral", "text": slash.run(cmd)})
+    return JsonResponse(body)
+
+
+def handle_command(form) -> dict:
+    """A verified `/slct` request (its form fields) → the ephemeral reply. Raises BadPayload,
+    having changed nothing, for a shape Slack does not send. Shared with Socket Mode."""
+    cmd = payloads.parse_command(form)
+    return {"response_type": "ephemeral", "text": slash.run(cmd)}
