@@ -230,9 +230,15 @@ def _before(a: Any, b: Any) -> bool:
     return a.started_at <= b.started_at
 
 
-def _find_sender(e: Any, boxes: list[_Box], index: dict[tuple, _Box]) -> _Box | None:
-    """The step that sent `e` its value (or started it): by seq when the source has it, else the
-    sender goroutine's latest step before `e`."""
+def _called(caller: Any, child_pid: str) -> bool:
+    called = _detail(caller).get("called") or []
+    return child_pid in (called if isinstance(called, list) else [called])
+
+
+def _find_sender(e: Any, events: list[Any], index: dict[tuple, Any]) -> Any | None:
+    """The step that sent `e` its value (or started it): by seq when the source has it; for a called
+    process's start, the parent's step that made the call (its `detail.called` names the child); else
+    the sender goroutine's latest step before `e`."""
     src = _source(e)
     pid = src.get("process")
     if not pid:
@@ -240,9 +246,13 @@ def _find_sender(e: Any, boxes: list[_Box], index: dict[tuple, _Box]) -> _Box | 
     if "seq" in src:
         return index.get((pid, src["seq"]))
     g = src.get("goroutine") or None
+    if e.kind == "start" and pid != e.process_id:
+        # call(): the child's start is written inside the caller's step, before that step's own row,
+        # so "the latest step before" would be some other (older) step, often of another goroutine.
+        # Without the calling step there is no arrow rather than a wrong one.
+        return next((c for c in events if c.process_id == pid and _called(c, e.process_id)), None)
     best = None
-    for b in boxes:
-        be = b.event
+    for be in events:
         if be is e or be.process_id != pid or (g and be.goroutine != g):
             continue
         if pid == e.process_id:
@@ -250,14 +260,50 @@ def _find_sender(e: Any, boxes: list[_Box], index: dict[tuple, _Box]) -> _Box | 
                 continue
         elif not _before(be, e):
             continue
-        if best is None or _order(be, pid) > _order(best.event, pid):
-            best = b
+        if best is None or _order(be, pid) > _order(best, pid):
+            best = be
     return best
 
 
 def _order(e: Any, process_id: str) -> tuple:
     eid = _eid(e)
     return (e.started_at, eid if eid is not None else 0, 0 if e.process_id == process_id else 1, e.seq)
+
+
+class Timeline(str):
+    """What `render()` returns: the whole drawing as SVG text (it *is* that string), plus the same
+    history cut into windows of at most `per_page` rows, for a page that must stay short however
+    long the history.
+
+    pages: `Page`s, oldest first; the last is the newest window, the only one with 'now' (what each
+    goroutine waits for). A page shows one of them, chosen by the query parameter `PARAM`: its
+    `key` is how many windows back from the newest it is ("0": the newest, the default).
+    keys: every page's key.
+    """
+
+    pages: list["Page"]
+    keys: list[str]
+
+    def page(self, key: str | None) -> "Page":
+        """The window a request's `?timeline=` names; the newest when it names none."""
+        return next((p for p in self.pages if p.key == key), self.pages[-1])
+
+
+PARAM = "timeline"
+
+
+@dataclass
+class Page:
+    id: str  # element id of the window
+    key: str  # the value of ?timeline= that shows it: windows back from the newest
+    number: int  # 1 = oldest
+    first_row: int  # 1-based rows of the whole drawing
+    last_row: int
+    seqs: tuple[int, int] | None  # this process's first and last step shown, if any
+    svg: str
+    height: float
+    nav: str = ""  # HTML: where this window is, and links to the older and newer ones
+    newest: bool = False
 
 
 def render(
@@ -270,8 +316,9 @@ def render(
     prefix: str = "tl",
     omitted: int = 0,
     process_url: Callable[[str], str] | None = None,
-) -> str:
-    """Draw `events` (one process's history, in any order) as an SVG string.
+    per_page: int | None = None,
+) -> Timeline:
+    """Draw `events` (one process's history, in any order) as an SVG string (a `Timeline`).
 
     related: events of other processes that sent to or received from this one (for arrows).
     waiting: goroutine name -> what it waits for now (drawn as a dashed box at the bottom).
@@ -279,8 +326,10 @@ def render(
     prefix: makes element ids unique when several drawings share a page.
     omitted: how many older steps were left out (said in the header).
     process_url: process id -> link for the lanes of other processes.
+    per_page: rows per window in `Timeline.pages` (default PER_PAGE).
     """
     prefix = re.sub(r"[^A-Za-z0-9_-]", "", prefix) or "tl"
+    per_page = max(1, per_page or PER_PAGE)
     own = [e for e in events]
     seen = {_key(e) for e in own}
     others = []
@@ -288,12 +337,15 @@ def render(
         if e.process_id != process_id and _key(e) not in seen:
             seen.add(_key(e))
             others.append(e)
-    ordered = sorted(own + others, key=lambda e: _order(e, process_id))
+    ordered = _calls_after_callers(sorted(own + others, key=lambda e: _order(e, process_id)))
+    index = {_key(e): e for e in ordered}
+    senders = {_key(e): _find_sender(e, ordered, index) for e in ordered}
     statuses = dict(statuses or {})
     waiting = dict(waiting or {})
     d = _Drawing(process_id, prefix)
 
-    # Lanes: outside (if anything came from outside), this process's goroutines, then others.
+    # Lanes: outside (if anything came from outside), this process's goroutines, then others. The
+    # same lanes on every window, so a goroutine keeps its column when paging.
     if any("external" in _source(e) for e in own):
         d.lane(("ext",), "outside", "admin/API/Slack")
     for e in sorted(own, key=lambda e: e.seq):
@@ -304,35 +356,102 @@ def render(
     for e in others:
         d.lane(("g", e.process_id, e.goroutine or "?"), e.goroutine or "process",
                f"process {short_id(e.process_id)}", foreign=True)
-    lanes = list(d.lanes.values())
-    if not lanes:
+    if not d.lanes:
         d.lane(("g", process_id, "Main"), "Main", statuses.get("Main", ""))
-        lanes = list(d.lanes.values())
     x = GUTTER
-    for lane in lanes:
+    for lane in d.lanes.values():
         if lane.key[0] == "ext":
             lane.w = EXT_W
         elif lane.foreign and process_url:
             lane.url = process_url(lane.key[1])
         lane.x = x
         x += lane.w
-    lanes_w = x - GUTTER
+    last_row = {}  # lane key -> index of its last row in the whole drawing
+    for i, e in enumerate(ordered):
+        last_row[_lane_key(e, process_id)] = i
+
+    ctx = _Context(process_id, d, senders, waiting, statuses, last_row, {_key(e): i for i, e in enumerate(ordered)})
+    full = _draw(ctx, ordered, 0, prefix=prefix, newest=True, omitted=omitted)
+    windows = [(max(0, end - per_page), end) for end in range(len(ordered), 0, -per_page)][::-1] or [(0, 0)]
+    pages = []
+    for n, (a, b) in enumerate(windows, start=1):
+        newest = n == len(windows)
+        if len(windows) == 1:
+            svg, height = full
+        else:
+            svg, height = _draw(ctx, ordered[a:b], a, prefix=f"{prefix}-p{n}", newest=newest,
+                                omitted=omitted if n == 1 else 0)
+        seqs = [e.seq for e in ordered[a:b] if e.process_id == process_id]
+        pages.append(Page(f"{prefix}-page-{n}", str(len(windows) - n), n, a + 1, b,
+                          (min(seqs), max(seqs)) if seqs else None, svg, height, newest=newest))
+    for i, p in enumerate(pages):
+        p.nav = _nav_html(pages, i, len(ordered), omitted)
+    out = Timeline(full[0])
+    out.pages = pages
+    out.keys = [p.key for p in pages]
+    return out
+
+
+PER_PAGE = 12  # rows per window: at most 12 * (ROW_H + GAP_H) + the header and "now" = about 1,150 px
+LABEL_CHAR_W = 7.0  # a generous width of a bold 11px character: arrow labels are kept this clear of boxes
+LABEL_MAX = 28  # characters of an arrow's label
+
+
+@dataclass
+class _Context:
+    process_id: str
+    d: _Drawing
+    senders: dict[tuple, Any]
+    waiting: dict[str, str]
+    statuses: dict[str, str]
+    last_row: dict[tuple, int]
+    position: dict[tuple, int]  # event key -> its row in the whole drawing
+
+
+def _lane_key(e: Any, process_id: str) -> tuple | None:
+    if e.goroutine or e.process_id != process_id:
+        return ("g", e.process_id, e.goroutine or "?")
+    return None
+
+
+def _calls_after_callers(ordered: list[Any]) -> list[Any]:
+    """A called process's start is committed inside its caller's step, before that step's own row
+    (and at the same instant): draw it right after the step that made the call."""
+    starts = [e for e in ordered if e.kind == "start" and _source(e).get("process")
+              and _source(e)["process"] != e.process_id and "seq" not in _source(e)]
+    for s in starts:
+        caller = next((c for c in ordered if c.process_id == _source(s)["process"] and _called(c, s.process_id)), None)
+        if caller is None:
+            continue
+        ordered.remove(s)
+        ordered.insert(ordered.index(caller) + 1, s)
+    return ordered
+
+
+def _draw(ctx: _Context, rows: list[Any], offset: int, *, prefix: str, newest: bool, omitted: int
+          ) -> tuple[str, float]:
+    """One drawing of `rows` (a window of the whole, starting at row `offset`): SVG text, height."""
+    process_id, d = ctx.process_id, ctx.d
+    lanes = list(d.lanes.values())
+    lanes_w = sum(lane.w for lane in lanes)
+    waiting = ctx.waiting if newest else {}
+    statuses = ctx.statuses
 
     # Rows: one per event; a pause of a second or more gets a folded gap with its length.
     boxes: list[_Box] = []
     gaps: list[tuple[float, str]] = []
     y = HEADER_H + PAD
     prev: datetime | None = None
-    for e in ordered:
+    lane_rows: dict[tuple, list[float]] = {}
+    for e in rows:
         if prev is not None and e.started_at - prev >= MIN_GAP:
             gaps.append((y + 2, fmt_gap(e.started_at - prev)))
             y += GAP_H
-        lane = None
-        if e.goroutine or e.process_id != process_id:
-            lane = d.lanes.get(("g", e.process_id, e.goroutine or "?"))
+        key = _lane_key(e, process_id)
+        lane = d.lanes.get(key) if key else None
         boxes.append(_Box(e, lane, y))
         if lane:
-            lane.rows.append(y)
+            lane_rows.setdefault(lane.key, []).append(y)
         y += ROW_H
         prev = e.started_at if prev is None else max(prev, e.started_at)
     wait_y = None
@@ -340,9 +459,60 @@ def render(
         wait_y = y + GAP_H
         y = wait_y + ROW_H
     height = y + PAD
-    width = GUTTER + lanes_w + PAD
+    index = {_key(b.event): b for b in boxes}
 
-    add = d.add
+    # Arrows first (not drawn yet): their labels may need room right of the last lane.
+    arrows: list[str] = []
+    right = GUTTER + lanes_w + PAD
+    ext = d.lanes.get(("ext",))
+    for b in boxes:
+        e = b.event
+        src = _source(e)
+        if b.lane is None:
+            continue
+        label = _case_channel(e.case) or ("go" if e.case == "go" else "call" if e.kind == "start" else "")
+        if "external" in src and ext is not None and e.process_id == process_id:
+            x1, y1 = ext.x + ext.w / 2, b.cy
+            spot = _label_spot(label or "send", b, ext)
+            arrows.append(
+                f'<g class="slct-arrow slct-external"><title>{escape("sent from outside: " + str(src["external"]))}'
+                f'</title><circle cx="{x1}" cy="{y1}" r="5" fill="#c25e00"/>'
+                f'<line x1="{x1 + 5}" y1="{y1}" x2="{b.x - 2}" y2="{y1}" stroke="#c25e00" stroke-width="1.6" '
+                f'marker-end="url(#{prefix}-arrow-ext)"/>'
+                + _label_svg(spot, "#c25e00") + "</g>"
+            )
+            continue
+        sender = ctx.senders.get(_key(e))
+        if sender is None:
+            continue
+        skey = _lane_key(sender, process_id)
+        slane = d.lanes.get(skey) if skey else None
+        if slane is None:
+            continue
+        dashed = e.case == "go" or e.kind == "start"
+        sbox = index.get(_key(sender))
+        where = ""
+        if sbox is not None:
+            path = _arrow_path(sbox, b)
+        else:  # the sender is in another window: come in from the top (or bottom) of its lane
+            older = ctx.position.get(_key(sender), -1) < offset
+            where = " (older window)" if older else " (newer window)"
+            path = _stub_path(slane, b, HEADER_H + 2 if older else height - PAD)
+        spot = _label_spot(label, b, slane) if label else None
+        if spot:
+            right = max(right, spot[3] + PAD)
+        title = f"{sender.goroutine} #{sender.seq}{where} → {e.goroutine} #{e.seq}" + (f" on {label}" if label else "")
+        arrows.append(
+            f'<g class="slct-arrow"><title>{escape(title)}</title>'
+            f'<path d="{path}" fill="none" stroke="#333" stroke-width="1.5"'
+            f"{DASH_54 if dashed else ''} marker-end=\"url(#{prefix}-arrow)\"/>"
+            + (_label_svg(spot, "#222") if spot else "")
+            + "</g>"
+        )
+    width = round(right)
+
+    d.parts = []
+    add = d.parts.append
     add(
         f'<svg xmlns="http://www.w3.org/2000/svg" class="slct-timeline" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" aria-label="Timeline of process {escape(process_id)}" '
@@ -360,10 +530,11 @@ def render(
     add(f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>')
 
     # Lane backgrounds, headers, lifelines.
+    end_row = offset + len(rows) - 1
     for i, lane in enumerate(lanes):
         fill = "#f7f9fb" if i % 2 == 0 else "#ffffff"
         w, mid = lane.w, lane.x + lane.w / 2
-        add(f'<rect x="{lane.x}" y="0" width="{w}" height="{height}" fill="{fill}"/>')
+        add(f'<rect class="slct-lane" x="{lane.x}" y="0" width="{w}" height="{height}" fill="{fill}"/>')
         if lane.url:
             add(f'<a href="{escape(lane.url)}" target="_top">')
         add(
@@ -383,9 +554,12 @@ def render(
         if lane.url:
             add("</a>")
         if lane.key[0] == "g":
-            bottom = (max(lane.rows) + BOX_H) if lane.rows else HEADER_H
+            lrows = lane_rows.get(lane.key, [])
+            bottom = (max(lrows) + BOX_H) if lrows else HEADER_H
             name = lane.key[2]
-            if lane.key[1] == process_id and (name in waiting or statuses.get(name) in ("runnable", "blocked")):
+            if ctx.last_row.get(lane.key, -1) > end_row:
+                bottom = height - PAD  # it goes on in a newer window
+            if lane.key[1] == process_id and (name in ctx.waiting or statuses.get(name) in ("runnable", "blocked")):
                 bottom = (wait_y + BOX_H) if wait_y else height - PAD
             add(
                 f'<line x1="{mid}" y1="{HEADER_H - 8}" x2="{mid}" y2="{bottom}" '
@@ -445,42 +619,7 @@ def render(
             f"{escape(clip(next_line(e), BOX_W - 16))}</text></g>"
         )
 
-    # Arrows: sender step -> receiver step; outside -> receiver.
-    index = {_key(b.event): b for b in boxes}
-    ext = d.lanes.get(("ext",))
-    for i, b in enumerate(boxes):
-        e = b.event
-        src = _source(e)
-        if b.lane is None:
-            continue
-        label = _case_channel(e.case) or ("go" if e.case == "go" else "call" if e.kind == "start" else "")
-        if "external" in src and ext is not None and e.process_id == process_id:
-            x1, y1 = ext.x + ext.w / 2, b.cy
-            add(
-                f'<g class="slct-arrow slct-external"><title>{escape("sent from outside: " + str(src["external"]))}'
-                f'</title><circle cx="{x1}" cy="{y1}" r="5" fill="#c25e00"/>'
-                f'<line x1="{x1 + 5}" y1="{y1}" x2="{b.x - 2}" y2="{y1}" stroke="#c25e00" stroke-width="1.6" '
-                f'marker-end="url(#{prefix}-arrow-ext)"/>'
-                f'<text x="{x1 + 10}" y="{y1 - 6}" fill="#c25e00" paint-order="stroke" stroke="#fff" '
-                f'stroke-width="3">{escape(clip(label or "send", ext.w - 16))}</text></g>'
-            )
-            continue
-        sender = _find_sender(e, boxes, index)
-        if sender is None or sender.lane is None:
-            continue
-        dashed = e.case == "go" or e.kind == "start"
-        path, lx, ly = _arrow_path(sender, b)
-        add(
-            f'<g class="slct-arrow"><title>{escape(f"{sender.event.goroutine} #{sender.event.seq} → {e.goroutine} #{e.seq}" + (f" on {label}" if label else ""))}</title>'
-            f'<path d="{path}" fill="none" stroke="#333" stroke-width="1.5"'
-            f"{DASH_54 if dashed else ''} marker-end=\"url(#{prefix}-arrow)\"/>"
-            + (
-                f'<text x="{lx}" y="{ly}" text-anchor="middle" fill="#222" font-weight="bold" '
-                f'paint-order="stroke" stroke="#fff" stroke-width="4">{escape(clip(label, LANE_W - BOX_W + 40))}</text>'
-                if label else ""
-            )
-            + "</g>"
-        )
+    d.parts.extend(arrows)
 
     # What each goroutine waits for now.
     if wait_y is not None:
@@ -502,7 +641,63 @@ def render(
                 + "</g>"
             )
     add("</svg>")
-    return "".join(d.parts)
+    svg = "".join(d.parts)
+    d.parts = []
+    return svg, height
+
+
+def _label_spot(text: str, b: _Box, sender_lane: _Lane) -> tuple[float, float, str, float, str] | None:
+    """Where an arrow's label goes: in the receiver's row (no other step shares a row), just above
+    where the arrow comes in, on the sender's side of the box, never over a box.
+    Returns (x, baseline y, text-anchor, right edge, clipped text)."""
+    y = b.y + 10
+    if sender_lane.x < b.lane.x:  # comes in from the left: right-aligned, ending before the box
+        x = b.x - 8
+        room = x - max(GUTTER, sender_lane.x) - 4
+        n = min(LABEL_MAX, int(room / LABEL_CHAR_W))
+        if n < 3:
+            return None
+        text = _clip_chars(text, n)
+        return (x, y, "end", x, text)
+    # from the right, or from the same lane (the curve bulges right): left-aligned after the box
+    x = b.x + BOX_W + (14 if sender_lane is b.lane else 8)
+    text = _clip_chars(text, LABEL_MAX)
+    return (x, y, "start", x + len(text) * LABEL_CHAR_W, text)
+
+
+def _clip_chars(text: str, n: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: max(1, n - 1)] + "…"
+
+
+def _label_svg(spot: tuple | None, color: str) -> str:
+    if not spot:
+        return ""
+    x, y, anchor, _right, text = spot
+    return (
+        f'<text class="slct-arrow-label" x="{x}" y="{y}" text-anchor="{anchor}" fill="{color}" font-weight="bold" '
+        f'paint-order="stroke" stroke="#fff" stroke-width="4">{escape(text)}</text>'
+    )
+
+
+def _nav_html(pages: list[Page], i: int, rows: int, omitted: int) -> str:
+    """Where window `i` is, with links (`?timeline=<key>`) to the older and newer windows."""
+    p = pages[i]
+    older = pages[i - 1] if i > 0 else None
+    newer = pages[i + 1] if i + 1 < len(pages) else None
+    nav = []
+    if len(pages) > 1:
+        span = f"steps #{p.seqs[0]}–#{p.seqs[1]}" if p.seqs else "no step of this process"
+        which = "Newest window" if newer is None else f"Window {p.number} of {len(pages)}"
+        nav.append(f'<span class="slct-tl-where">{which}: {span} (rows {p.first_row}–{p.last_row} of {rows})</span>')
+    if older:
+        nav.append(f'<a class="slct-tl-older" href="?{PARAM}={older.key}#slct-timeline">← older</a>')
+    if omitted and not older:
+        nav.append(f'<span class="slct-muted">{omitted} older steps are not drawn: see the history</span>')
+    if newer:
+        nav.append(f'<a class="slct-tl-newer" href="?{PARAM}={newer.key}#slct-timeline">newer →</a>')
+        nav.append(f'<a class="slct-tl-newest" href="?{PARAM}=0#slct-timeline">newest</a>')
+    return f'<p class="slct-tl-nav">{" · ".join(nav)}</p>' if nav else ""
 
 
 def _wrap(text: str, width: float, lines: int) -> list[str]:
@@ -523,13 +718,13 @@ def _wrap(text: str, width: float, lines: int) -> list[str]:
     return [clip(line, width) for line in out]
 
 
-def _arrow_path(a: _Box, b: _Box) -> tuple[str, float, float]:
-    """A curve from step `a` (the sender) to step `b` (the receiver), and where to put its label."""
+def _arrow_path(a: _Box, b: _Box) -> str:
+    """A curve from step `a` (the sender) to step `b` (the receiver)."""
     if a.lane is b.lane:
         x1, y1 = a.x + BOX_W, a.cy
         x2, y2 = b.x + BOX_W, b.cy
         bulge = x1 + 9
-        return (f"M{x1},{y1} C{bulge},{y1} {bulge},{y2} {x2 + 1},{y2}", bulge - 14, (y1 + y2) / 2)
+        return f"M{x1},{y1} C{bulge},{y1} {bulge},{y2} {x2 + 1},{y2}"
     if a.lane.x < b.lane.x:
         x1, x2 = a.x + BOX_W, b.x - 1
     else:
@@ -537,5 +732,15 @@ def _arrow_path(a: _Box, b: _Box) -> tuple[str, float, float]:
     y1 = a.y + BOX_H - 10
     y2 = b.y + 14
     mx = (x1 + x2) / 2
-    return (f"M{x1},{y1} C{mx},{y1} {mx},{y2} {x2},{y2}", mx, (y1 + y2) / 2 - 4)
+    return f"M{x1},{y1} C{mx},{y1} {mx},{y2} {x2},{y2}"
 
+
+def _stub_path(lane: _Lane, b: _Box, y1: float) -> str:
+    """From the sender's lane at the top (or bottom) edge, when its step is in another window."""
+    y2 = b.y + 14
+    if lane is b.lane:
+        x1 = x2 = b.x + BOX_W + 9
+        return f"M{x1},{y1} C{x1},{y2} {x1},{y2} {b.x + BOX_W + 1},{b.cy}"
+    x1 = lane.x + lane.w / 2
+    x2 = b.x - 1 if lane.x < b.lane.x else b.x + BOX_W + 1
+    return f"M{x1},{y1} C{x1},{y2} {x1},{y2} {x2},{y2}"

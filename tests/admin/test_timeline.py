@@ -1,9 +1,14 @@
-"""The timeline drawing: a pure function of events, checked without a database."""
+"""The timeline drawing: a pure function of events, checked without a database (but for the last
+tests, which render the process page of a long process)."""
 from __future__ import annotations
 
+import math
+import re
 import xml.etree.ElementTree as ET
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
+
+import pytest
 
 from slct_workflows import timeline
 
@@ -12,11 +17,11 @@ T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 
 
 def ev(seq, goroutine, method="", case="", *, pid="p1", kind="step", t=None, value=None, source=None, detail=None,
-       error=""):
+       error="", id=None):
     t = t or T0 + timedelta(milliseconds=10 * seq)
     return SimpleNamespace(
         process_id=pid, seq=seq, kind=kind, goroutine=goroutine, method=method, case=case, value=value,
-        source=source, detail=detail, error=error, started_at=t, finished_at=t + timedelta(milliseconds=3),
+        source=source, detail=detail, error=error, started_at=t, finished_at=t + timedelta(milliseconds=3), id=id,
     )
 
 
@@ -191,3 +196,244 @@ def test_failed_steps_are_marked_with_their_error():
     assert texts(box)[0] == "Main_Start (error)"
     assert texts(box)[2] == "ValueError: bad input 42"
     assert box.find("s:rect", NS).get("stroke") == timeline.KIND_STROKE["error"]
+
+
+# -- layout: labels, the call arrow, width, long histories ------------------------------------------
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def rects_of(root, selector: str) -> list[tuple[float, float, float, float]]:
+    """(x0, y0, x1, y1) of the first rect of each element of `selector` (steps, waits)."""
+    out = []
+    for g in by_class(root, selector):
+        r = g.find("s:rect", NS)
+        x, y = float(r.get("x")), float(r.get("y"))
+        out.append((x, y, x + float(r.get("width")), y + float(r.get("height"))))
+    return out
+
+
+def label_rects(root) -> list[tuple[str, tuple[float, float, float, float]]]:
+    """Every arrow label with the box it covers: LABEL_CHAR_W per character (a generous width for
+    bold 11px text), from 10px above its baseline to 3px below."""
+    out = []
+    for t in root.iter(SVG + "text"):
+        if t.get("class") != "slct-arrow-label":
+            continue
+        text, x, y = "".join(t.itertext()), float(t.get("x")), float(t.get("y"))
+        w = len(text) * timeline.LABEL_CHAR_W
+        x0 = {"start": x, "end": x - w, "middle": x - w / 2}[t.get("text-anchor") or "start"]
+        out.append((text, (x0, y - 10, x0 + w, y + 3)))
+    return out
+
+
+def overlaps(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def busy_history():
+    """Four goroutines and a peer process sending to each other in every direction, on channels with
+    long names: left to right, right to left, across lanes, to itself, from outside, started."""
+    names = ["Main", "Approver", "Notifier", "Auditor"]
+    events = [ev(1, "Main", kind="start", value={"n": 1}),
+              ev(2, "Main", "Main_Start", "start", detail={"next": "blocked on recv x", "started": names[1:]})]
+    seq = 2
+    for g in names[1:]:
+        seq += 1
+        events.append(ev(seq, g, f"{g}_Start", "go", source={"process": "p1", "goroutine": "Main"}))
+    for i in range(24):
+        seq += 1
+        receiver = names[i % 4]
+        sender = names[(i * 3 + 1) % 4] if i % 5 else receiver  # every fifth: a goroutine to itself
+        events.append(ev(seq, receiver, f"{receiver}_Got{i}", f"recv expense-approvals-channel-{i}", value={"i": i},
+                         source={"process": "p1", "goroutine": sender}, detail={"next": "blocked on recv y"}))
+    seq += 1
+    events.append(ev(seq, "Approver", "Approver_Answer", "recv answers-from-the-admin-page", value="yes",
+                     source={"external": "admin-1"}))
+    seq += 1
+    events.append(ev(seq, "Auditor", "Auditor_Peer", "recv audit-log-from-peer", value=1,
+                     source={"process": "peer", "goroutine": "Main", "seq": 7}))
+    theirs = [ev(7, "Main", "Main_Send", "start", pid="peer", t=T0 + timedelta(milliseconds=5),
+                 detail={"next": "fired send audit-log-from-peer"})]
+    return events, theirs, names
+
+
+def test_no_arrow_label_overlaps_a_step_box_and_all_stay_inside_the_drawing():
+    events, theirs, names = busy_history()
+    for per_page in (100, 7):  # the whole history in one window, and cut into windows (stub arrows)
+        drawing = timeline.render(events, process_id="p1", related=theirs, per_page=per_page,
+                                  waiting={n: f"{n} waits to receive on y" for n in names})
+        for page in drawing.pages:
+            root = parse(page.svg)
+            boxes = rects_of(root, "slct-step") + rects_of(root, "slct-waiting")
+            labels = label_rects(root)
+            assert labels and boxes
+            for text, rect in labels:
+                hits = [b for b in boxes if overlaps(rect, b)]
+                assert not hits, f"label {text!r} at {rect} covers the box at {hits[0]} (window {page.key})"
+                assert 0 <= rect[0] and rect[2] <= float(root.get("width")), f"label {text!r} leaves the drawing"
+    # Labels say which channel, shortened only past LABEL_MAX characters.
+    root = parse(timeline.render(events, process_id="p1", related=theirs, per_page=100))
+    texts_ = [t for t, _ in label_rects(root)]
+    assert "go" in texts_ and "expense-approvals-channel-1" in texts_
+    assert all(len(t) <= timeline.LABEL_MAX for t in texts_)
+
+
+def call_history(child_ids=(4, 5, 6)):
+    """A parent with two goroutines; Worker calls a child. As the engine writes it: the child's start
+    is inserted inside Worker's step, so its row id is *smaller* than that step's, and Main's step
+    just before is the latest step of the parent before it."""
+    start_id, main_id, worker_id = child_ids
+    parent = [
+        ev(1, "Main", kind="start", id=1),
+        ev(2, "Main", "Main_Start", "start", detail={"next": "blocked on recv x", "started": ["Worker"]}, id=2),
+        ev(3, "Worker", "Worker_Start", "go", source={"process": "p1", "goroutine": "Main"}, id=3),
+        ev(4, "Main", "Main_Tick", "timer", t=T0 + timedelta(milliseconds=50), id=main_id,
+           detail={"next": "blocked on recv x"}),
+        ev(5, "Worker", "Worker_Call", "recv job", t=T0 + timedelta(milliseconds=50), id=worker_id,
+           detail={"next": "blocked on recv result-c1", "called": ["c1"]}),
+    ]
+    child = [ev(1, "Main", kind="start", pid="c1", t=T0 + timedelta(milliseconds=50), id=start_id,
+                source={"process": "p1", "goroutine": ""})]
+    return parent, child
+
+
+def arrow_titles(root) -> list[str]:
+    return ["".join(a.find("s:title", NS).itertext()) for a in by_class(root, "slct-arrow")]
+
+
+def test_the_call_arrow_starts_from_the_goroutine_that_called():
+    parent, child = call_history()
+    root = parse(timeline.render(parent, process_id="p1", related=child))
+    titles = arrow_titles(root)
+    assert "Worker #5 → Main #1 on call" in titles
+    assert not any(t.startswith("Main #4") for t in titles)
+    # The child's start is drawn right after the step that made the call, not above it.
+    seqs = [(g.get("data-seq"), "".join(texts(g)[:1])) for g in by_class(root, "slct-step")]
+    assert seqs[-2:] == [("5", "Worker_Call"), ("1", "start (called)")]
+    call = next(a for a in by_class(root, "slct-arrow") if "call" in texts(a))
+    path = call.find("s:path", NS).get("d")
+    worker_box = next(g for g in by_class(root, "slct-step") if g.get("data-seq") == "5").find("s:rect", NS)
+    x1 = float(re.match(r"M([\d.]+),", path).group(1))
+    assert x1 in (float(worker_box.get("x")), float(worker_box.get("x")) + timeline.BOX_W)  # from Worker's box
+    # On the child's page, without the calling step, no arrow rather than one from the wrong goroutine.
+    root = parse(timeline.render(child, process_id="c1", related=[parent[3]]))
+    assert arrow_titles(root) == []
+
+
+def test_width_covers_every_lane_and_every_label_the_child_lane_included():
+    parent, child = call_history()
+    # The child answers on the parent's result channel, and keeps a self-addressed value too.
+    child += [
+        ev(2, "Main", "Main_Start", "start", pid="c1", t=T0 + timedelta(milliseconds=60), id=7,
+           detail={"next": "blocked on recv a-rather-long-channel-name"}),
+        ev(3, "Main", "Main_Loop", "recv a-rather-long-channel-name", pid="c1", t=T0 + timedelta(milliseconds=70),
+           id=8, source={"process": "c1", "goroutine": "Main", "seq": 2}, detail={"next": "finish"}),
+    ]
+    parent.append(ev(6, "Worker", "Worker_Done", "recv result-c1", t=T0 + timedelta(milliseconds=80), id=9,
+                     source={"process": "c1", "goroutine": "Main", "seq": 3}))
+    svg = timeline.render(parent, process_id="p1", related=child, process_url=lambda pid: f"/p/{pid}/")
+    root = parse(svg)
+    width = float(root.get("width"))
+    lanes = [(float(r.get("x")), float(r.get("width"))) for r in root.iter(SVG + "rect") if r.get("class") == "slct-lane"]
+    assert len(lanes) == 3  # Main, Worker, the child's Main
+    assert max(x + w for x, w in lanes) <= width
+    assert "process c1" in texts(root)
+    for x0, y0, x1, y1 in rects_of(root, "slct-step"):
+        assert x1 <= width
+    for text, rect in label_rects(root):
+        assert rect[2] <= width, f"label {text!r} is cut at the right edge"
+    # The child's value to itself is labelled right of its box, in the rightmost lane: the drawing
+    # grew to hold it.
+    assert any(t == "a-rather-long-channel-name" for t, _ in label_rects(root))
+    assert width > max(x + w for x, w in lanes)
+
+
+def periodic(steps: int):
+    events = [ev(1, "Main", kind="start", value={"every": 60}),
+              ev(2, "Main", "Main_Start", "start", detail={"next": "blocked on recv answers", "started": ["Reminder"]}),
+              ev(3, "Reminder", "Reminder_Start", "go", source={"process": "p1", "goroutine": "Main"})]
+    for seq in range(4, steps + 1):
+        t = T0 + timedelta(minutes=seq)
+        events.append(ev(seq, "Reminder", "Reminder_Nudge", f"timer {t.isoformat()}", t=t, source={"timer": "x"},
+                         detail={"next": f"blocked on timer {(t + timedelta(minutes=1)).isoformat()}"}))
+    return events
+
+
+# A window: PER_PAGE rows, each with a folded pause, the header and 'now'.
+WINDOW_BOUND = timeline.PER_PAGE * (timeline.ROW_H + timeline.GAP_H) + timeline.HEADER_H + timeline.ROW_H \
+    + timeline.GAP_H + 2 * timeline.PAD
+
+
+def test_a_500_step_process_is_drawn_in_bounded_windows_with_paging_links():
+    drawing = timeline.render(periodic(500), process_id="p1", statuses={"Main": "blocked", "Reminder": "blocked"},
+                              waiting={"Main": "Main waits for answers", "Reminder": "Reminder waits a minute"})
+    assert float(parse(drawing).get("height")) > 30_000  # the whole picture, as "Open the SVG" shows it
+    pages = drawing.pages
+    assert len(pages) == math.ceil(500 / timeline.PER_PAGE)
+    assert WINDOW_BOUND < 1300
+    for p in pages:
+        root = parse(p.svg)
+        assert float(root.get("height")) == p.height <= WINDOW_BOUND
+        assert len(by_class(root, "slct-step")) <= timeline.PER_PAGE
+    # The newest window: the last steps and 'now'; the only one with 'now'.
+    newest = drawing.page(None)
+    assert newest is pages[-1] and newest.key == "0" and newest.newest
+    root = parse(newest.svg)
+    assert [g.get("data-seq") for g in by_class(root, "slct-step")][-1] == "500"
+    assert len(by_class(root, "slct-waiting")) == 2
+    assert all(not by_class(parse(p.svg), "slct-waiting") for p in pages[:-1])
+    # Links: the newest has "older" only; a middle window both ways; the oldest "newer" only.
+    assert 'href="?timeline=1#slct-timeline"' in newest.nav and "slct-tl-newer" not in newest.nav
+    middle = drawing.page("3")
+    assert 'href="?timeline=4#slct-timeline"' in middle.nav and 'href="?timeline=2#slct-timeline"' in middle.nav
+    assert "slct-tl-older" not in pages[0].nav and "slct-tl-newer" in pages[0].nav
+    assert "Newest window: steps #489–#500 (rows 489–500 of 500)" in newest.nav
+    # Unknown keys show the newest; windows cover every row once, in order.
+    assert drawing.page("nonsense") is newest and drawing.page("999") is newest
+    seqs = [int(g.get("data-seq")) for p in pages for g in by_class(parse(p.svg), "slct-step")]
+    assert seqs == list(range(1, 501))
+
+
+def test_an_arrow_from_an_older_window_comes_in_from_its_lanes_top_edge():
+    events = periodic(30)
+    events.append(ev(31, "Main", "Main_Got", "recv answers", t=T0 + timedelta(hours=2), value="yes",
+                     source={"process": "p1", "goroutine": "Reminder", "seq": 4}))
+    drawing = timeline.render(events, process_id="p1", per_page=10)
+    root = parse(drawing.page("0").svg)
+    (arrow,) = [a for a in by_class(root, "slct-arrow") if "answers" in texts(a)]
+    assert arrow_titles(root)[-1] == "Reminder #4 (older window) → Main #31 on answers"
+    y_start = float(re.match(r"M[\d.]+,([\d.]+)", arrow.find("s:path", NS).get("d")).group(1))
+    assert y_start < timeline.HEADER_H + timeline.PAD
+    # Every arrow of the whole drawing is in exactly one window.
+    whole = len(by_class(parse(drawing), "slct-arrow"))
+    assert sum(len(by_class(parse(p.svg), "slct-arrow")) for p in drawing.pages) == whole
+
+
+@pytest.mark.django_db
+def test_the_process_page_shows_one_window_and_the_query_parameter_picks_it(admin_client_):
+    from slct_workflows.models import Event, Goroutine, ProcessInstance
+
+    proc = ProcessInstance.objects.create(id="long-one", definition="reminder", step_count=500)
+    Goroutine.objects.create(process=proc, name="Main", status="blocked")
+    Goroutine.objects.create(process=proc, name="Reminder", status="blocked")
+    Event.objects.bulk_create([
+        Event(process=proc, seq=e.seq, kind=e.kind, goroutine=e.goroutine, method=e.method, case=e.case,
+              source=e.source, detail=e.detail, started_at=e.started_at, finished_at=e.finished_at)
+        for e in periodic(500)
+    ])
+    url = "/admin/slct_workflows/processinstance/long-one/change/"
+
+    def shown(query=""):
+        content = admin_client_.get(url + query).content.decode()
+        current = re.findall(r'class="slct-tl-page slct-tl-current" id="[^"]+" data-window="([^"]+)"', content)
+        assert len(current) == 1, current
+        return current[0], content
+
+    key, content = shown()
+    assert key == "0" and "Newest window: steps #489–#500" in content
+    assert "200 older steps are not drawn: see the history" in content  # the page draws the newest 300
+    assert shown("?timeline=3")[0] == "3"
+    assert shown("?timeline=junk")[0] == "0"
+    # The history table shows its newest rows; the rest fold away.
+    assert re.search(r"<summary>194 older events</summary>", content)
