@@ -203,7 +203,7 @@ def test_the_deploy_gate_catches_dropping_version_1(package, workflow_runner):
 def test_the_commands_the_tutorial_mentions_exist():
     text = DOC.read_text()
     mentioned = set(re.findall(r"manage\.py (\w+)", text))
-    assert {"startapp", "slct_check", "slct_migrate_status", "rqworker", "slct_sweep", "shell"} <= mentioned
+    assert {"startapp", "slct_check", "slct_migrate_status", "rqworker", "slct_sweep"} <= mentioned
     assert mentioned <= set(get_commands())
     for option in ("--json", "--definition", "--allow", "--dry-run", "--version"):
         assert option in text
