@@ -51,6 +51,9 @@ class SlackMessageAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    def history_view(self, request, object_id, extra_context=None):
+        return HttpResponseRedirect(reverse("admin:slack_integration_slackmessage_change", args=[object_id]))
+
     @admin.display(description="text")
     def short_text(self, obj):
         return obj.text if len(obj.text) <= 80 else obj.text[:79] + "…"

@@ -7,6 +7,12 @@ class SlackIntegrationConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, signals  # noqa: F401  (checks registers itself)
+        from slct_workflows import selectors
+
+        from . import admin_hooks, checks, signals  # noqa: F401  (checks registers itself)
 
         signals.connect()
+        # The admin names a question's reply channel "approval “…” in #finance" and links the message.
+        selectors.register_channel_describer(
+            "question", admin_hooks.describe_reply_channels, names=admin_hooks.open_reply_channels,
+        )

@@ -5,7 +5,11 @@ from functools import wraps
 from django.contrib import admin
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.urls import URLPattern, URLResolver, include, path, reverse
+from django.http import HttpResponse
+from django.urls import URLPattern, URLResolver, include, path, reverse, reverse_lazy
+from django.views.decorators.cache import cache_control
+from django.views.decorators.http import require_GET
+from django.views.generic import RedirectView
 from django_rq import urls as django_rq_urls
 from django_rq.admin import QueueAdmin
 from django_rq.models import Dashboard
@@ -67,7 +71,29 @@ if admin.site.is_registered(Dashboard):  # RQ_SHOW_ADMIN_LINK
     admin.site.unregister(Dashboard)
     admin.site.register(Dashboard, SuperuserQueueAdmin)
 
+# -- the site root, "View site" and the favicon (browsers ask for /favicon.ico on every page) ---------
+
+FAVICON_SVG = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">'
+    '<rect width="32" height="32" rx="6" fill="#2f6f9f"/>'
+    '<path d="M8 10h16M8 16h10M8 22h16" stroke="#fff" stroke-width="3" stroke-linecap="round"/>'
+    '<circle cx="24" cy="16" r="3" fill="#f5c542"/></svg>'
+)
+
+
+@require_GET
+@cache_control(public=True, max_age=86400)
+def favicon(request):
+    return HttpResponse(FAVICON_SVG, content_type="image/svg+xml")
+
+
+# The admin's "View site" opens the REST API's documentation (the service's other face); the bare
+# site root sends people to the admin.
+admin.site.site_url = reverse_lazy("slct-api-docs")
+
 urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="admin:index", permanent=False), name="slct-root"),
+    path("favicon.ico", favicon, name="slct-favicon"),
     path("admin/", admin.site.urls),
     path("django-rq/", include((superuser_only(django_rq_urls.urlpatterns), django_rq_urls.app_name))),
     path("api/", include("slct_workflows.api.urls")),

@@ -12,9 +12,12 @@ from __future__ import annotations
 from functools import partial
 
 from django.contrib import admin
-from django.db.models import Count, Q
-from django.urls import path
-from django.utils.html import format_html
+from django.contrib.admin.views.main import ChangeList
+from django.db.models import Count, OuterRef, Q, Subquery
+from django.http import HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from . import clock, services
 from .access import effective_policy
@@ -55,6 +58,16 @@ class ReadOnlyAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
+    def history_view(self, request, object_id, extra_context=None):
+        """Django's change log is empty here (nothing is changed through forms): no page for it."""
+        from django.contrib.admin.utils import unquote
+
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None or not self.has_view_or_change_permission(request, obj):
+            return super().history_view(request, object_id, extra_context)
+        info = self.opts.app_label, self.opts.model_name
+        return HttpResponseRedirect(reverse(f"admin:{info[0]}_{info[1]}_change", args=[object_id]))
+
     def _mount(self, route: str, view, name: str):
         info = self.opts.app_label, self.opts.model_name
         return path(route, self.admin_site.admin_view(partial(view, self)), name=f"{info[0]}_{info[1]}_{name}")
@@ -75,10 +88,59 @@ class PausedFilter(admin.SimpleListFilter):
         return queryset
 
 
+class WaitsForFilter(admin.SimpleListFilter):
+    title = "waits for"
+    parameter_name = "waits_for"
+
+    def lookups(self, request, model_admin):
+        return (("channel", "a channel"), ("child", "a child process"), ("question", "a Slack question"),
+                ("timer", "a timer"))
+
+    def queryset(self, request, queryset):
+        from . import selectors
+
+        value = self.value()
+        if not value:
+            return queryset
+        blocked = PendingCase.objects.filter(goroutine__status="blocked")
+        children = ProcessInstance.objects.exclude(result_channel="").values("result_channel")
+        questions = selectors.described_channel_names("question")
+        if value == "timer":
+            cases = blocked.filter(kind="timer")
+        elif value == "child":
+            cases = blocked.filter(kind="recv", channel_id__in=children)
+        elif value == "question":
+            if questions is None:
+                return queryset.none()
+            cases = blocked.filter(kind="recv", channel_id__in=questions)
+        elif value == "channel":
+            cases = blocked.filter(kind__in=["recv", "send"]).exclude(channel_id__in=children)
+            if questions is not None:
+                cases = cases.exclude(channel_id__in=questions)
+        else:
+            return queryset
+        return queryset.filter(pk__in=cases.values("goroutine__process_id"))
+
+
+class ProcessChangeList(ChangeList):
+    """Computes what the page's running processes wait for in a few queries (not one per row)."""
+
+    def get_results(self, request):
+        from . import selectors
+
+        super().get_results(request)
+        self.result_list = list(self.result_list)
+        summary = selectors.waiting_summary(self.result_list)
+        for obj in self.result_list:
+            obj.slct_waiting = summary.get(obj.pk)
+
+
 @admin.register(ProcessInstance)
 class ProcessInstanceAdmin(ReadOnlyAdmin):
-    list_display = ("id", "definition", "status_badge", "step_count", "live_goroutines", "created_at", "updated_at")
-    list_filter = ("status", PausedFilter, "definition", "created_at")
+    list_display = ("id_col", "definition", "version_col", "status_badge", "waits_col", "blocked_col", "error_col",
+                    "parent_col", "live_goroutines", "step_count", "created_at")
+    list_display_links = ("id_col",)
+    list_filter = ("status", WaitsForFilter, PausedFilter, "definition", "version", "created_at")
     search_fields = ("id", "definition", "error")
     date_hierarchy = "created_at"
     fields = (
@@ -91,10 +153,71 @@ class ProcessInstanceAdmin(ReadOnlyAdmin):
     actions = ("cancel_selected", "retry_selected", "resume_selected")
 
     def get_queryset(self, request):
+        oldest_block = (
+            PendingCase.objects.filter(goroutine__process_id=OuterRef("pk"), goroutine__status="blocked")
+            .order_by("created_at").values("created_at")[:1]
+        )
         return super().get_queryset(request).annotate(
             n_live=Count("goroutines", filter=Q(goroutines__status__in=["runnable", "blocked", "failed", "paused"])),
             n_paused=Count("goroutines", filter=Q(goroutines__status="paused")),
+            blocked_since=Subquery(oldest_block),
         )
+
+    def get_changelist(self, request, **kwargs):
+        return ProcessChangeList
+
+    @admin.display(description="id", ordering="id")
+    def id_col(self, obj):
+        from .selectors import short_id
+
+        return format_html('<span title="{}">{}</span>', obj.pk, short_id(obj.pk, 12))
+
+    @admin.display(description="version", ordering="version")
+    def version_col(self, obj):
+        return obj.version or "—"
+
+    @admin.display(description="waits for")
+    def waits_col(self, obj):
+        summary = getattr(obj, "slct_waiting", None)
+        if obj.status != "running" or not summary or not summary["items"]:
+            return "—"
+        from .admin_views.common import channel_url
+
+        def one(it):
+            url = it["url"] or (channel_url(it["channel"]) if it["channel"] else "")
+            if url:
+                return format_html('<a href="{}" class="slct-wait-{}">{}</a>', url, it["kind"], it["short"])
+            return format_html('<span class="slct-wait-{}">{}</span>', it["kind"], it["short"])
+
+        return format_html('<span class="slct-waits-short">{}</span>',
+                           format_html_join(", ", "{}", ((one(it),) for it in summary["items"][:4])))
+
+    @admin.display(description="blocked", ordering="blocked_since")
+    def blocked_col(self, obj):
+        since = getattr(obj, "blocked_since", None)
+        if since is None or obj.status != "running":
+            return "—"
+        from .selectors import ago
+
+        return format_html('<span title="blocked since {}">{}</span>', since.isoformat(timespec="seconds"),
+                           ago((clock.now() - since).total_seconds()))
+
+    @admin.display(description="error", ordering="error")
+    def error_col(self, obj):
+        if not obj.error:
+            return "—"
+        first = obj.error.strip().splitlines()[0]
+        short = first if len(first) <= 90 else first[:89] + "…"
+        return format_html('<span class="slct-error-line" title="{}">{}</span>', first, short)
+
+    @admin.display(description="parent", ordering="parent_id")
+    def parent_col(self, obj):
+        if not obj.parent_id:
+            return "—"
+        from .selectors import short_id
+
+        return format_html('<a href="{}" title="{}" class="slct-parent-link">{}</a>', process_url(obj.parent_id),
+                           obj.parent_id, short_id(obj.parent_id, 12))
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj):
@@ -233,13 +356,20 @@ class GoroutineAdmin(ReadOnlyAdmin):
 
 @admin.register(Channel)
 class ChannelAdmin(ReadOnlyAdmin):
-    list_display = ("name", "capacity", "closed", "send_policy", "owner", "buffered", "receivers", "senders",
+    list_display = ("name", "capacity", "open_or_closed", "send_policy", "owner", "buffered", "receivers", "senders",
                     "created_at")
     list_filter = ("closed", "policy", "capacity")
     search_fields = ("name", "owner")
-    fields = ("name", "capacity", "closed", "owner", "send_policy", "created_at", "closed_at")
+    fields = ("name", "capacity", "open_or_closed", "owner", "send_policy", "created_at", "closed_at")
     readonly_fields = fields
     change_form_template = "admin/slct_workflows/channel/change_form.html"
+
+    @admin.display(description="open / closed", ordering="closed")
+    def open_or_closed(self, obj):
+        # Words, not Django's boolean icons: a green tick read as "fine" on a closed channel.
+        if obj.closed:
+            return mark_safe('<span class="slct-badge cancelled">closed</span>')
+        return mark_safe('<span class="slct-badge running">open</span>')
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(
@@ -431,3 +561,51 @@ class OutboxAdmin(ReadOnlyAdmin):
     @admin.display(description="result")
     def result_json(self, obj):
         return json_block(obj.result)
+
+
+# -- the admin index: what an operator looks at first, engine internals below ----------------------
+
+FRONT = ["processinstance", "channel"]  # "SLCT workflows": the dashboard, processes, channels
+INTERNALS_NAME = "SLCT engine internals"
+APP_ORDER = ["slct_workflows", "slack_integration", "slct_workflows:internals"]  # then the rest, by name
+
+
+def slct_app_list(original, request, app_label=None):
+    """The default site's app list, rearranged: the workflow dashboard, processes and channels first;
+    Slack next; goroutines, pending cases, buffers, events, external sends and the outbox grouped
+    below as "SLCT engine internals"; then Django's own apps."""
+    from .admin_views.common import can_view_processes
+
+    apps = original(request, app_label)
+    out = []
+    for app in apps:
+        if app.get("app_label") != "slct_workflows":
+            out.append(app)
+            continue
+        models = app["models"]
+        front = sorted((m for m in models if m["object_name"].lower() in FRONT),
+                       key=lambda m: FRONT.index(m["object_name"].lower()))
+        internals = [m for m in models if m["object_name"].lower() not in FRONT]
+        if can_view_processes(request.user):
+            front.insert(0, {
+                "name": "Dashboard", "object_name": "Dashboard", "model": None, "perms": {"view": True},
+                "admin_url": reverse("admin:slct_workflows_processinstance_dashboard"), "add_url": None,
+                "view_only": True, "slct_id": "slct-dashboard-link",
+            })
+        if front:
+            out.append({**app, "models": front})
+        if internals:
+            out.append({**app, "name": INTERNALS_NAME, "models": internals, "slct_key": "slct_workflows:internals"})
+
+    def key(app):
+        k = app.get("slct_key") or app.get("app_label")
+        return (APP_ORDER.index(k) if k in APP_ORDER else len(APP_ORDER), app["name"].lower())
+
+    return sorted(out, key=key)
+
+
+if not getattr(admin.site.get_app_list, "slct_ordered", False):
+    _original_app_list = admin.site.get_app_list
+    _ordered = partial(slct_app_list, _original_app_list)
+    _ordered.slct_ordered = True
+    admin.site.get_app_list = _ordered

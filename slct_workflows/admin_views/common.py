@@ -105,3 +105,59 @@ def confirm_page(
 
 def confirmed(request) -> bool:
     return request.method == "POST" and request.POST.get("confirm") == "yes"
+
+
+# -- what a goroutine waits for, with its counterparts named and linked ------------------------
+
+def role_link(role, channel: str) -> SafeString:
+    """A channel as the admin shows it: a child process, a Slack question, a state field, a name."""
+    if role is None or role.kind == "channel":
+        if role is not None and role.field:
+            return format_html(
+                '<a href="{}" title="{}"><code>state.{}</code></a> <span class="slct-muted">({})</span>',
+                channel_url(channel), channel, role.field, channel[:13] + "…",
+            )
+        return channel_link(channel)
+    if role.url:
+        return format_html('<a href="{}" class="slct-{}-link">{}</a>', role.url, role.kind, role.words)
+    return format_html("{}", role.words)
+
+
+def _timer_words(deadline, now) -> str:
+    left = (deadline - now).total_seconds() if deadline else 0
+    if left > 0:
+        h, rem = divmod(int(left), 3600)
+        m, s = divmod(rem, 60)
+        return f"{h:02d}:{m:02d}:{s:02d} left on a timer"
+    return f"a timer that is due (overdue by {int(-left)}s)"
+
+
+def goroutine_waits_html(view, roles: dict, since=None, now=None) -> SafeString:
+    """"Main waits for child process expense 86c07… to finish or 00:59:12 left on a timer, then
+    Main_Done · blocked for 3 min", each counterpart linked."""
+    from .. import clock, selectors
+
+    now = now or clock.now()
+    if view.status != "blocked":
+        return waits_html(view.waits_for(now))
+    parts = []
+    for c in view.cases:
+        if c.kind == "timer":
+            deadline = c.deadline.isoformat() if c.deadline else ""
+            parts.append(format_html('<span class="slct-countdown" data-deadline="{}">{}</span>, then {}',
+                                     deadline, _timer_words(c.deadline, now), c.target))
+            continue
+        role = roles.get(c.channel)
+        link = role_link(role, c.channel)
+        if role is not None and role.kind == "child" and c.kind == "recv":
+            parts.append(format_html("for {} to finish, then {}", link, c.target))
+        elif role is not None and role.kind == "question" and c.kind == "recv":
+            parts.append(format_html("for an answer to {}, then {}", link, c.target))
+        else:
+            verb = "to receive on" if c.kind == "recv" else "to send on"
+            parts.append(format_html("{} {}, then {}", verb, link, c.target))
+    out = format_html("{} waits ", view.name) + mark_safe(" or ".join(parts))
+    if since is not None:
+        out += format_html(' <span class="slct-blocked-for" title="blocked since {}">· blocked for {}</span>',
+                           since.isoformat(timespec="seconds"), selectors.ago((now - since).total_seconds()))
+    return mark_safe(out)

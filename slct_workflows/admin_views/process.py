@@ -14,11 +14,12 @@ from ..errors import SlctError
 from ..models import GoroutineStatus, ProcessInstance, ProcessStatus
 from .common import (
     PERM_OPERATE_PROCESS, PERM_SEND, can_view_processes, channel_url, confirm_page, confirmed, process_url, require,
-    service_error, waits_html,
+    goroutine_waits_html, service_error,
 )
 
 TIMELINE_STEPS = 300  # the newest steps drawn; the history table pages through all of them
 HISTORY_ROWS = 200
+REFRESH_SECONDS = 5  # a running process's page re-fetches itself this often (while the tab is visible)
 
 
 def timeline_svg(proc: ProcessInstance, *, prefix: str = "tl") -> str:
@@ -42,25 +43,44 @@ def timeline_svg(proc: ProcessInstance, *, prefix: str = "tl") -> str:
 
 def page_context(request, proc: ProcessInstance) -> dict[str, Any]:
     """What the process page shows beyond its fields."""
-    from ..models import Event
+    from ..models import Event, PendingCase
 
     now = clock.now()
     user = request.user
     goroutines = []
-    for g in selectors.goroutines(proc):
+    views = selectors.goroutines(proc)
+    roles = selectors.channel_roles({c.channel for g in views for c in g.cases if c.channel}, {proc.pk: proc.state})
+    since = selectors.blocked_since(proc)
+    for g in views:
         goroutines.append({
             "view": g,
-            "waits": waits_html(g.waits_for(now)),
-            "recv_channels": [
-                (name, channel_url(name, "send"))
+            "waits": goroutine_waits_html(g, roles, since.get(g.id), now),
+            "recv_channels": [  # plain channels only: a child's result or a question is answered elsewhere
+                (roles[name].short if name in roles else name, channel_url(name, "send"))
                 for name in sorted({c.channel for c in g.cases if c.kind == "recv" and c.channel})
+                if name not in roles or roles[name].kind == "channel"
             ],
         })
     history_qs = Event.objects.filter(process_id=proc.pk).order_by("-seq")
     operate = user.has_perm(PERM_OPERATE_PROCESS)
     paused = [g["view"] for g in goroutines if g["view"].status == GoroutineStatus.PAUSED]
+    children = list(
+        ProcessInstance.objects.filter(parent_id=proc.pk).order_by("created_at", "id")
+        .only("id", "definition", "version", "status", "created_at", "result_channel")[:200]
+    )
+    waiting_parent = None
+    if proc.parent_id and proc.result_channel:
+        waiting_parent = (
+            PendingCase.objects.filter(channel_id=proc.result_channel, kind="recv", goroutine__isnull=False)
+            .select_related("goroutine").first()
+        )
     return {
         "slct_goroutines": goroutines,
+        "slct_children": [(c, process_url(c.pk)) for c in children],
+        "slct_parent_url": process_url(proc.parent_id) if proc.parent_id else "",
+        "slct_parent_waiting": waiting_parent.goroutine.name if waiting_parent else "",
+        "slct_live": proc.status == ProcessStatus.RUNNING,
+        "slct_refresh_seconds": REFRESH_SECONDS,
         "slct_channels": [(c, channel_url(c.name)) for c in selectors.process_channels(proc)],
         "slct_timeline": timeline_svg(proc),
         "slct_timeline_url": process_url(proc.pk, "timeline"),
