@@ -113,6 +113,36 @@ def test_a_command_is_acknowledged_with_the_http_endpoints_reply(runner, slack_s
     assert http["response_type"] == "ephemeral" and pid in http["text"] and "waits for an answer" in http["text"]
 
 
+@pytest.mark.django_db
+def test_the_answer_form_over_the_socket(runner, slack_settings, fake_slack):
+    """ask(): a click opens the modal (views.open), an empty submission is acknowledged with the
+    form's errors, a real one answers once, as over HTTP."""
+    pid = runner.start("slack-test-ask", {"text": "Why is the build red?", "channel": "#dev"})
+    call = fake_slack.calls_to("chat.postMessage")[0]
+    open_click = click_payload(call, button(call, "slct_ask_open"), user="U3", trigger_id="trig-9")
+    assert socket_mode.handle({"envelope_id": "e1", "type": "interactive", "payload": open_click}) == {"envelope_id": "e1"}
+    (opened,) = fake_slack.calls_to("views.open", ok_only=True)
+    assert opened.params["trigger_id"] == "trig-9"
+    view = opened.params["view"]
+    submission = {
+        "type": "view_submission", "user": {"id": "U3", "username": "carol"}, "team": {"id": "T1"},
+        "view": {**view, "id": "V1", "state": {"values": {"slct_answer": {"slct_answer": {
+            "type": "plain_text_input", "value": " "}}}}},
+    }
+    ack = socket_mode.handle({"envelope_id": "e2", "type": "interactive", "payload": submission})
+    assert ack["payload"]["response_action"] == "errors" and "slct_answer" in ack["payload"]["errors"]
+    runner.run()
+    assert runner.process(pid).status == "running" and not ExternalSend.objects.exists()
+    submission["view"]["state"]["values"]["slct_answer"]["slct_answer"]["value"] = "  a flaky test "
+    assert socket_mode.handle({"envelope_id": "e3", "type": "interactive", "payload": submission}) == {"envelope_id": "e3"}
+    assert socket_mode.handle({"envelope_id": "e4", "type": "interactive", "payload": submission}) == {"envelope_id": "e4"}
+    runner.run()
+    out = runner.process(pid).output
+    assert (out["text"], out["user"], out["user_name"], out["timed_out"]) == ("a flaky test", "U3", "carol", False)
+    assert Event.objects.filter(process_id=pid, method="Main_Answered").count() == 1
+    assert ExternalSend.objects.count() == 1
+
+
 MALFORMED = [
     ("interactive", {"type": "block_actions", "user": {"id": "U1"}, "actions": 5}),
     ("interactive", {"type": "block_actions", "user": "U1", "actions": []}),
