@@ -138,7 +138,7 @@ class ProcessChangeList(ChangeList):
 @admin.register(ProcessInstance)
 class ProcessInstanceAdmin(ReadOnlyAdmin):
     list_display = ("id_col", "definition", "version_col", "status_badge", "waits_col", "blocked_col", "error_col",
-                    "parent_col", "live_goroutines", "step_count", "created_at")
+                    "parent_col", "live_goroutines", "created_col")
     list_display_links = ("id_col",)
     list_filter = ("status", WaitsForFilter, PausedFilter, "definition", "version", "created_at")
     search_fields = ("id", "definition", "error")
@@ -170,7 +170,15 @@ class ProcessInstanceAdmin(ReadOnlyAdmin):
     def id_col(self, obj):
         from .selectors import short_id
 
-        return format_html('<span title="{}">{}</span>', obj.pk, short_id(obj.pk, 12))
+        return format_html('<span title="{}">{}</span>', obj.pk, short_id(obj.pk, 10))
+
+    @admin.display(description="created", ordering="created_at")
+    def created_col(self, obj):
+        from django.utils import timezone
+
+        local = timezone.localtime(obj.created_at)
+        return format_html('<span title="{}">{}</span>', local.isoformat(timespec="seconds"),
+                           local.strftime("%b %d %H:%M"))
 
     @admin.display(description="version", ordering="version")
     def version_col(self, obj):
@@ -217,7 +225,7 @@ class ProcessInstanceAdmin(ReadOnlyAdmin):
         from .selectors import short_id
 
         return format_html('<a href="{}" title="{}" class="slct-parent-link">{}</a>', process_url(obj.parent_id),
-                           obj.parent_id, short_id(obj.parent_id, 12))
+                           obj.parent_id, short_id(obj.parent_id, 10))
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj):
@@ -237,7 +245,7 @@ class ProcessInstanceAdmin(ReadOnlyAdmin):
             colors.get(obj.status, "#333"), obj.get_status_display(),
         )
 
-    @admin.display(description="live goroutines", ordering="n_live")
+    @admin.display(description="goroutines", ordering="n_live")
     def live_goroutines(self, obj):
         return getattr(obj, "n_live", None)
 

@@ -22,6 +22,15 @@ HISTORY_ROWS = 200
 REFRESH_SECONDS = 5  # a running process's page re-fetches itself this often (while the tab is visible)
 
 
+def _plain_waits(view, roles, now) -> str:
+    """What a goroutine waits for, in words, with its counterparts named (no links: SVG text)."""
+    import html
+
+    from django.utils.html import strip_tags
+
+    return " ".join(html.unescape(strip_tags(goroutine_waits_html(view, roles, None, now))).split())
+
+
 def timeline_svg(proc: ProcessInstance, *, prefix: str = "tl") -> str:
     from ..models import Event
 
@@ -29,16 +38,39 @@ def timeline_svg(proc: ProcessInstance, *, prefix: str = "tl") -> str:
     events = list(Event.objects.filter(process_id=proc.pk).order_by("-seq")[:TIMELINE_STEPS])[::-1]
     views = selectors.goroutines(proc)
     now = clock.now()
+    roles = selectors.channel_roles({c.channel for g in views for c in g.cases if c.channel}, {proc.pk: proc.state})
     return timeline.render(
         events,
         process_id=proc.pk,
         related=selectors.related_events(events, proc.pk),
         statuses={g.name: g.status for g in views},
-        waiting={g.name: g.waits_for(now) for g in views if g.status in ("blocked", "runnable", "paused")},
+        waiting={g.name: _plain_waits(g, roles, now) for g in views if g.status in ("blocked", "runnable", "paused")},
         prefix=prefix,
         omitted=max(0, total - len(events)),
         process_url=process_url,
     )
+
+
+def _involved(proc: ProcessInstance) -> list[tuple[Any, str, str]]:
+    """(channel, url, what it is) for the channels a process touches: "result of child …", the
+    question it asks, "state.reply_to" for a generated name, "" for a plain named channel."""
+    chans = selectors.process_channels(proc)
+    roles = selectors.channel_roles({c.name for c in chans}, {proc.pk: proc.state})
+    out = []
+    for c in chans:
+        role = roles.get(c.name)
+        if c.name == proc.result_channel:
+            label = "the result for its parent"
+        elif role is None or (role.kind == "channel" and not role.field):
+            label = ""
+        elif role.kind == "child":
+            label = f"result of {role.words}"
+        elif role.field:
+            label = f"state.{role.field}"
+        else:
+            label = role.words
+        out.append((c, channel_url(c.name), label))
+    return out
 
 
 def page_context(request, proc: ProcessInstance) -> dict[str, Any]:
@@ -81,7 +113,7 @@ def page_context(request, proc: ProcessInstance) -> dict[str, Any]:
         "slct_parent_waiting": waiting_parent.goroutine.name if waiting_parent else "",
         "slct_live": proc.status == ProcessStatus.RUNNING,
         "slct_refresh_seconds": REFRESH_SECONDS,
-        "slct_channels": [(c, channel_url(c.name)) for c in selectors.process_channels(proc)],
+        "slct_channels": _involved(proc),
         "slct_timeline": timeline_svg(proc),
         "slct_timeline_url": process_url(proc.pk, "timeline"),
         "slct_history": [(e, timeline.short_json(e.value, 120) if e.value is not None else "")

@@ -61,7 +61,7 @@ def test_the_list_has_waits_for_blocked_error_parent_and_version_columns(run, fa
     assert "3 min" in words(row)  # blocked since, in words
     # The child: its parent is a link; its make_chan channel is named by the state field.
     crow = re.search(rf'<tr[^>]*>(?:(?!</tr>).)*value="{child}"(?:(?!</tr>).)*</tr>', content, re.S).group(0)
-    assert f'class="slct-parent-link">{parent}' in crow or f'href="{url_of(parent)}"' in crow
+    assert f'href="{url_of(parent)}"' in crow
     assert "recv story-go" in words(crow) and "recv reply_to" in words(crow)
     # The failed one: the error's first line, not the traceback.
     frow = re.search(rf'<tr[^>]*>(?:(?!</tr>).)*value="{failing}"(?:(?!</tr>).)*</tr>', content, re.S).group(0)
@@ -202,3 +202,15 @@ def test_the_slack_messages_list_gives_its_text_room(run, admin_client_):
     run.start("expense", {"amount": 50})
     content = page(admin_client_, "/admin/slack_integration/slackmessage/")
     assert "td.field-short_text { min-width" in content
+
+
+def test_channels_involved_and_the_timeline_name_what_a_channel_is(family, admin_client_):
+    parent, child = family
+    mum = page(admin_client_, url_of(parent))
+    involved = re.search(r'<p id="slct-channels">(.*?)</p>', mum, re.S).group(1)
+    assert "(result of child process story-child" in words(involved)
+    svg = re.search(r'<svg xmlns="http://www.w3.org/2000/svg" class="slct-timeline".*?</svg>', mum, re.S).group(0)
+    assert "Main waits for child process story-child" in svg
+    kid = page(admin_client_, url_of(child))
+    involved = words(re.search(r'<p id="slct-channels">(.*?)</p>', kid, re.S).group(1))
+    assert "(state.reply_to)" in involved and "(the result for its parent)" in involved

@@ -1,0 +1,160 @@
+"""Issue 16 in a real headless Chromium against the live server, with a real RQ worker: the process
+list's columns at 1400 px without horizontal overflow, parent <-> child links, the Slack question
+link, a running process's page refreshing itself when the process moves on, the index order.
+Screenshots: artifacts/screenshots/story-*.png (next to the other browser tests' screenshots).
+"""
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_until
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+WORKFLOWS = {"SLCT_WORKFLOW_MODULES": "tests.admin.story_workflows"}
+
+
+def shot(page, name: str) -> None:
+    size = page.viewport_size
+    height = page.evaluate("document.documentElement.scrollHeight")
+    page.set_viewport_size({"width": size["width"], "height": max(size["height"], min(height, 6000))})
+    page.screenshot(path=str(SHOTS / name))
+    page.set_viewport_size(size)
+
+
+@pytest.fixture
+def browser_page(monkeypatch):
+    if not shutil.which(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium chromium-driver)")
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(20_000)
+        try:
+            yield page
+        finally:
+            context.close()
+            browser.close()
+            from django.db import connections
+
+            connections.close_all()
+
+
+def text(locator) -> str:
+    return re.sub(r"\s+", " ", locator.inner_text())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_admin_story(live_server, worker_pool, browser_page, django_user_model):
+    import tests.admin.story_workflows  # noqa: F401  (the definitions, here too)
+    from slack_integration.models import SlackMessage
+    from slct_workflows import services
+    from slct_workflows.models import Goroutine, ProcessInstance
+
+    worker_pool.start(1, extra_env=WORKFLOWS)
+    page = browser_page
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    django_user_model.objects.create_superuser("operator", "op@example.com", "secret-pw")
+    base = live_server.url
+
+    parent = services.start_process("story-parent", {"go": "story-go-b"}, id="story-mum-b").process.id
+    expense = services.start_process("expense", {"amount": 77, "channel": "#finance"}, id="expense-77").process.id
+    wait_until(lambda: ProcessInstance.objects.filter(parent_id=parent).exists()
+               and Goroutine.objects.filter(process__parent_id=parent, status="blocked").count() == 2
+               and Goroutine.objects.filter(process_id=expense, status="blocked").count() == 2,
+               timeout=30, message=f"parent, child and expense blocked (worker log: {worker_pool.logs()[-800:]})"
+               if hasattr(worker_pool, "logs") else "parent, child and expense blocked")
+    child = ProcessInstance.objects.get(parent_id=parent).pk
+    question = SlackMessage.objects.get(process_id=expense, kind="approve")
+
+    page.goto(f"{base}/admin/login/?next=/admin/")
+    page.fill("#id_username", "operator")
+    page.fill("#id_password", "secret-pw")
+    page.click("input[type=submit]")
+    page.wait_for_selector("#slct-dashboard-link")
+
+    # The index: the workflows first (dashboard, processes, channels), Slack, engine internals below.
+    captions = [" ".join(c.text_content().split()) for c in page.locator("#content-main .module caption").all()]
+    assert captions[0] == "SLCT workflows" and captions.count("SLCT workflows") == 1, captions
+    assert captions.index("Slack integration") < captions.index("SLCT engine internals"), captions
+    first = page.locator("#content-main .module").first
+    assert [a.text_content().strip() for a in first.locator("th a").all()] == ["Dashboard", "Processes", "Channels"]
+    shot(page, "story-index.png")
+
+    # The process list at 1400 px: the new columns, nothing wider than the window.
+    page.goto(f"{base}/admin/slct_workflows/processinstance/")
+    heads = text(page.locator("#result_list thead"))
+    for column in ("Waits for", "Blocked", "Error", "Parent", "Version"):
+        assert column.lower() in heads.lower(), (column, heads)
+    overflow = page.evaluate("""() => ({
+        doc: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+        results: (() => { const r = document.querySelector('#changelist .results');
+                          return r ? r.scrollWidth - r.clientWidth : 0; })(),
+        table: document.querySelector('#result_list').getBoundingClientRect().right - window.innerWidth,
+    })""")
+    shot(page, "story-process-list.png")
+    print(page.evaluate("""() => Array.from(document.querySelectorAll('#result_list thead th')).map(t => t.className + ' ' + Math.round(t.getBoundingClientRect().width))"""),
+          page.evaluate("document.querySelector('#changelist').getBoundingClientRect().width"),
+          page.evaluate("document.querySelector('#changelist-filter') && document.querySelector('#changelist-filter').getBoundingClientRect().width"))
+    assert overflow["doc"] <= 0 and overflow["results"] <= 0 and overflow["table"] <= 0, overflow
+    parent_row = page.locator(f"#result_list tr:has(input[value='{parent}'])")
+    assert "child story-child" in text(parent_row) and "result-" not in text(parent_row)
+    expense_row = page.locator(f"#result_list tr:has(input[value='{expense}'])")
+    assert "approval “Approve expense of 77?” in #finance" in text(expense_row)
+    shot(page, "story-process-list.png")
+
+    # Filter: only the one waiting on a child.
+    page.click("#changelist-filter a:has-text('a child process')")
+    page.wait_for_url(re.compile(r"waits_for=child"))
+    assert page.locator("#result_list tbody tr").count() == 1
+
+    # Parent -> child through the list's link, child -> parent through its page.
+    page.goto(f"{base}/admin/slct_workflows/processinstance/")
+    page.locator(f"#result_list tr:has(input[value='{parent}']) a.slct-wait-child").click()
+    page.wait_for_url(re.compile(rf"/processinstance/{child}/change/"))
+    assert text(page.locator("#slct-parent")).startswith(f"parent {parent}")
+    assert "Side waits to receive on state.reply_to" in text(page.locator("tr[data-goroutine=Side] .slct-waits"))
+    shot(page, "story-child.png")
+    page.click("a.slct-parent-link")
+    page.wait_for_url(re.compile(rf"/processinstance/{parent}/change/"))
+    main = page.locator("tr.slct-goroutine[data-goroutine=Main] .slct-waits")
+    assert re.search(r"Main waits for child process story-child \S+ to finish, then Main_Child · blocked for \d+ s",
+                     text(main)), text(main)
+    assert page.locator("#slct-family a.slct-child-link").count() == 1
+    shot(page, "story-parent-waiting.png")
+
+    # The question: named, linked to its Slack message.
+    page.goto(f"{base}/admin/slct_workflows/processinstance/{expense}/change/")
+    qmain = page.locator("tr.slct-goroutine[data-goroutine=Main] .slct-waits")
+    assert "Main waits for an answer to approval “Approve expense of 77?” in #finance" in text(qmain)
+    shot(page, "story-question.png")
+    qmain.locator("a.slct-question-link").click()
+    page.wait_for_url(re.compile(rf"/slackmessage/{question.pk}/change/"))
+    assert "Approve expense of 77?" in page.content()
+
+    # Auto-refresh: the parent's page, left open, shows the process finish without a reload.
+    page.goto(f"{base}/admin/slct_workflows/processinstance/{parent}/change/")
+    assert page.locator("#slct-live[data-slct-live='1']").count() == 1
+    page.evaluate("window.slctMarker = 'no reload'")
+    services.send("story-go-b", "go!", "story-go-b-1")
+    wait_until(lambda: ProcessInstance.objects.get(pk=parent).status == "done", timeout=30,
+               message="the parent finished")
+    page.wait_for_selector("tr.slct-goroutine[data-goroutine=Main] .slct-badge.done", timeout=20_000)
+    assert page.evaluate("window.slctMarker") == "no reload"  # swapped in place, not reloaded
+    assert page.locator("#slct-live[data-slct-live='0']").count() == 1
+    assert "Main is done" in text(page.locator("tr.slct-goroutine[data-goroutine=Main]"))
+    shot(page, "story-parent-done.png")
+
+    print(f"\nscreenshots: {SHOTS}/story-*.png")
