@@ -211,6 +211,37 @@ def test_an_envelope_sent_twice_at_once_is_handled_once():
     assert acks.run("f", lambda: {"envelope_id": "f"}) == {"envelope_id": "f"}  # a failed one is run again
 
 
+def test_an_envelope_that_fails_is_not_acknowledged_and_its_resend_is(socket_settings, fake_slack, monkeypatch):
+    """The database was unreachable: no ack, so Slack sends the envelope again, and that copy is
+    handled (in-process SocketMode against the fake WebSocket; the handler is stubbed)."""
+    seen = []
+
+    def flaky(message):
+        seen.append(message["envelope_id"])
+        if len(seen) == 1:
+            raise RuntimeError("could not connect to the database")
+        return {"envelope_id": message["envelope_id"], "payload": {"text": "ok"}}
+
+    monkeypatch.setattr(socket_mode, "handle", flaky)
+    sm = socket_mode.SocketMode(ping_interval=1)
+    try:
+        sm.connect()
+        ws = fake_slack.ws
+        ws.wait_connected()
+        env = ws.send_envelope("slash_commands", command_payload("status x"))
+        wait_until(lambda: seen == [env], timeout=10)
+        time.sleep(0.5)
+        assert ws.acks_for(env) == []
+        ws.send_envelope("slash_commands", command_payload("status x"), envelope_id=env, retry_attempt=1)
+        assert ws.wait_ack(env) == {"envelope_id": env, "payload": {"text": "ok"}}
+        assert seen == [env, env] and sm.handled == 1
+        (opened,) = fake_slack.calls_to("apps.connections.open")
+        assert opened.headers["authorization"] == f"Bearer {APP_TOKEN}"
+    finally:
+        sm.close()
+    wait_until(lambda: not ws.live(), timeout=10, message="the client to close its connection")
+
+
 # -- end to end: `manage.py slack_socket` and an RQ worker -----------------------------------------
 
 @pytest.fixture
