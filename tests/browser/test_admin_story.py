@@ -104,10 +104,6 @@ def test_admin_story(live_server, worker_pool, browser_page, django_user_model):
                           return r ? r.scrollWidth - r.clientWidth : 0; })(),
         table: document.querySelector('#result_list').getBoundingClientRect().right - window.innerWidth,
     })""")
-    shot(page, "story-process-list.png")
-    print(page.evaluate("""() => Array.from(document.querySelectorAll('#result_list thead th')).map(t => t.className + ' ' + Math.round(t.getBoundingClientRect().width))"""),
-          page.evaluate("document.querySelector('#changelist').getBoundingClientRect().width"),
-          page.evaluate("document.querySelector('#changelist-filter') && document.querySelector('#changelist-filter').getBoundingClientRect().width"))
     assert overflow["doc"] <= 0 and overflow["results"] <= 0 and overflow["table"] <= 0, overflow
     parent_row = page.locator(f"#result_list tr:has(input[value='{parent}'])")
     assert "child story-child" in text(parent_row) and "result-" not in text(parent_row)
@@ -143,6 +139,26 @@ def test_admin_story(live_server, worker_pool, browser_page, django_user_model):
     qmain.locator("a.slct-question-link").click()
     page.wait_for_url(re.compile(rf"/slackmessage/{question.pk}/change/"))
     assert "Approve expense of 77?" in page.content()
+
+    # The Slack messages table gives the text room (not one word a line).
+    page.goto(f"{base}/admin/slack_integration/slackmessage/")
+    cell = page.locator("#result_list td.field-short_text").first
+    shot(page, "story-slack-messages.png")
+    assert cell.bounding_box()["width"] >= 170, cell.bounding_box()
+    lines = page.evaluate("""(() => { const r = document.createRange();
+        r.selectNodeContents(document.querySelector('#result_list td.field-short_text'));
+        return r.getClientRects().length; })()""")
+    assert lines == 1, lines  # "Approve expense of 77?" on one line, not one word a line
+    wide = page.evaluate("(() => { const r = document.querySelector('#changelist .results'); return r.scrollWidth - r.clientWidth; })()")
+    assert wide <= 0, wide
+    shot(page, "story-slack-messages.png")
+
+    # A channel page: no grey "Close" button beside "Close channel…", no History; open/closed in words.
+    page.goto(f"{base}/admin/slct_workflows/channel/story-go-b/change/")
+    assert page.locator("#slct-close").count() == 1
+    assert page.locator("a.closelink").count() == 0 and page.locator("a.historylink").count() == 0
+    assert "open" in text(page.locator(".field-open_or_closed"))
+    shot(page, "story-channel.png")
 
     # Auto-refresh: the parent's page, left open, shows the process finish without a reload.
     page.goto(f"{base}/admin/slct_workflows/processinstance/{parent}/change/")
