@@ -300,10 +300,15 @@ SLACK_DEFAULT_CHANNEL = os.environ.get("SLACK_DEFAULT_CHANNEL", "")  # when a he
 # it never lets anyone in: `/slct` acts as the Django user a Slack id is linked to, docs/SLACK.md).
 SLACK_COMMAND_USERS = os.environ.get("SLACK_COMMAND_USERS", "")
 
+# A worker logs its start, stop, outages and a periodic summary at INFO; RQ's per-job lines are
+# DEBUG (slct_workflows/worker.py). `manage.py rqworker` sets rq.worker's level itself from its
+# verbosity (-v 0: WARNING, 1: INFO, 2: DEBUG, every job), after this: RQ_LOG_LEVEL applies to the
+# other processes that use RQ (the web server enqueueing).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {"timed": {"format": "%(asctime)s %(message)s", "datefmt": "%H:%M:%S"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "timed"}},
     "loggers": {
         "slct_workflows": {"handlers": ["console"], "level": os.environ.get("SLCT_LOG_LEVEL", "INFO")},
         "rq.worker": {"handlers": ["console"], "level": os.environ.get("RQ_LOG_LEVEL", "WARNING")},

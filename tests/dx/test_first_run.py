@@ -236,6 +236,15 @@ class ReloadB:
         p.finish({"v": "b"})
 '''
 
+WORKFLOW_C = WORKFLOW_B + '''
+
+@register("dx-reload-c")
+@dataclass
+class ReloadC:
+    def Main_Start(self, p: Process, input=None):
+        p.finish({"v": "c"})
+'''
+
 
 @pytest.mark.e2e
 def test_the_reloading_worker_runs_a_workflow_added_while_it_runs(worker_pool, workflow_registry, tmp_path):
@@ -258,22 +267,39 @@ def test_the_reloading_worker_runs_a_workflow_added_while_it_runs(worker_pool, w
     proc = subprocess.Popen([sys.executable, str(ROOT / "manage.py"), "slct_worker", settings.SLCT_QUEUE,
                              "--with-scheduler", "--reload"], cwd=ROOT, env=env, stdout=open(log_path, "ab"),
                             stderr=subprocess.STDOUT, start_new_session=True)
-    logs = lambda: log_path.read_text(errors="replace")[-6000:]  # noqa: E731
+    logs = lambda: log_path.read_text(errors="replace")[-20000:]  # noqa: E731
+    shift = [0]
+
+    def write(code: str, *, load: bool = True) -> None:
+        source.write_text(code)
+        shift[0] += 2
+        later = time.time() + shift[0]  # a new mtime even within the file system's resolution
+        os.utime(source, (later, later))
+        if load:  # the web side (this test) knows the new definitions at once
+            spec = importlib.util.spec_from_file_location(module, source)
+            spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+    def runs(definition: str, value: str) -> None:
+        started = services.start_process(definition, {}).process.id
+        wait_until(lambda: ProcessInstance.objects.get(pk=started).status == "done", timeout=60,
+                   message=f"the reloaded worker to run {definition}\n{logs()}")
+        assert ProcessInstance.objects.get(pk=started).output == {"v": value}
+
     try:
         wait_until(lambda: "Listening on" in logs(), timeout=60, message=f"the worker to start\n{logs()}")
-        # The web side (this test) knows the new definition; the worker learns it by reloading.
-        source.write_text(WORKFLOW_B)
-        later = time.time() + 2
-        os.utime(source, (later, later))
-        spec = importlib.util.spec_from_file_location(module, source)
-        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+        write(WORKFLOW_B)
         wait_until(lambda: "changed; restarting the worker" in logs(), timeout=30,
                    message=f"the worker to notice the change\n{logs()}")
-        started = services.start_process("dx-reload-b", {}).process.id
-        wait_until(lambda: ProcessInstance.objects.get(pk=started).status == "done", timeout=60,
-                   message=f"the reloaded worker to run dx-reload-b\n{logs()}")
-        assert ProcessInstance.objects.get(pk=started).output == {"v": "b"}
+        runs("dx-reload-b", "b")
         assert logs().count("Listening on") >= 2
+
+        # Broken code: the worker waits for the fix (no crash loop), then runs the fixed code.
+        write(WORKFLOW_B + "\ndef broken(:\n", load=False)
+        wait_until(lambda: "restarting it at the next change" in logs(), timeout=60,
+                   message=f"the worker to wait for a fix\n{logs()}")
+        assert proc.poll() is None
+        write(WORKFLOW_C)
+        runs("dx-reload-c", "c")
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)

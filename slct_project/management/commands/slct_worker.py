@@ -27,6 +27,7 @@ SKIP_DIRS = {".venv", "venv", ".git", ".slct", "node_modules", "__pycache__", ".
              "artifacts"}
 POLL_SECONDS = 1.0
 STOP_SECONDS = 30.0
+BROKEN_SECONDS = 10.0  # a worker that exits this soon after a code change: the code is broken
 
 
 def app_dirs(root: Path) -> list[Path]:
@@ -137,9 +138,13 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         dirs = app_dirs(root)
+        after_change = False
         while True:
+            if stopping:  # asked to stop while the last worker was being replaced
+                return 128 + signal.SIGTERM
             files = watched_files(dirs)
             child = subprocess.Popen(argv, cwd=root)
+            started = time.monotonic()
             changed = None
             while child.poll() is None and not stopping:
                 time.sleep(POLL_SECONDS)
@@ -147,12 +152,24 @@ class Command(BaseCommand):
                 changed = _changed(files, now)
                 if changed:
                     break
-            if stopping or not changed:
+            if (not stopping and not changed and after_change and child.returncode > 0
+                    and time.monotonic() - started < BROKEN_SECONDS):
+                # The new code does not start (a syntax error...): wait for the fix, not for
+                # run.sh's growing pauses.
+                self.stderr.write(f"slct_worker: the worker exited at once (status {child.returncode}) on the "
+                                  f"changed code; restarting it at the next change")
+                while not stopping and not (changed := _changed(files, watched_files(dirs))):
+                    time.sleep(POLL_SECONDS)
+                if stopping:
+                    return 128 + signal.SIGTERM
+            elif stopping or not changed:
                 status = self._wait(child, STOP_SECONDS if stopping else 0)
                 return status if status >= 0 else 128 - status
-            self.stderr.write(f"slct_worker: {os.path.relpath(changed, root)} changed; restarting the worker "
-                              f"on the new code")
-            self._stop_child(child)
+            else:
+                self.stderr.write(f"slct_worker: {os.path.relpath(changed, root)} changed; restarting the worker "
+                                  f"on the new code")
+                self._stop_child(child)
+            after_change = True
 
     def _wait(self, child: subprocess.Popen, timeout: float) -> int:
         try:
