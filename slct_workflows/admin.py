@@ -349,10 +349,14 @@ class GoroutineAdmin(ReadOnlyAdmin):
     @admin.display(description="waits for")
     def waits_for(self, obj):
         from . import selectors
-        from .admin_views.common import waits_html
+        from .admin_views.common import goroutine_waits_html
 
         view = next((g for g in selectors.goroutines(obj.process_id) if g.id == obj.id), None)
-        return waits_html(view.waits_for()) if view else "—"
+        if view is None:
+            return "—"
+        roles = selectors.channel_roles({c.channel for c in view.cases if c.channel},
+                                        {obj.process_id: obj.process.state})
+        return goroutine_waits_html(view, roles, selectors.blocked_since(obj.process_id).get(obj.id))
 
     @admin.display(description="next value")
     def next_value_json(self, obj):

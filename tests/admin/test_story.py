@@ -214,3 +214,17 @@ def test_channels_involved_and_the_timeline_name_what_a_channel_is(family, admin
     kid = page(admin_client_, url_of(child))
     involved = words(re.search(r'<p id="slct-channels">(.*?)</p>', kid, re.S).group(1))
     assert "(state.reply_to)" in involved and "(the result for its parent)" in involved
+
+
+def test_the_dashboard_refreshes_itself(admin_client_):
+    content = page(admin_client_, f"{ADMIN}/processinstance/dashboard/")
+    assert 'data-slct-live="1"' in content and "X-Slct-Refresh" in content
+
+
+def test_the_goroutine_page_names_the_child(family, admin_client_):
+    from slct_workflows.models import Goroutine
+
+    parent, child = family
+    g = Goroutine.objects.get(process_id=parent, name="Main")
+    content = page(admin_client_, f"{ADMIN}/goroutine/{g.pk}/change/")
+    assert f'href="{url_of(child)}"' in content and "to finish, then Main_Child" in words(content)
