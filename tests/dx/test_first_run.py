@@ -310,3 +310,17 @@ def test_the_reloading_worker_runs_a_workflow_added_while_it_runs(worker_pool, w
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+
+
+# -- a shell with the run command's environment -------------------------------------------------
+
+def test_run_sh_shell_has_the_run_commands_environment(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SETTINGS_MODULE", "DEBUG")}
+    env.update(SLCT_DATA_DIR=str(tmp_path / "data"), REDIS_URL="redis://127.0.0.1:6390/5")
+    code = "import os; from django.conf import settings; print(os.environ['REDIS_URL'], settings.DEBUG)"
+    shell = subprocess.run(["./run.sh", "shell", "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert shell.returncode == 0, shell.stderr
+    assert "redis://127.0.0.1:6390/5 True" in shell.stdout
+    wrong = subprocess.run(["./run.sh", "nonsense"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2 and "usage: ./run.sh" in wrong.stderr
