@@ -22,6 +22,7 @@ from typing import Any
 from slct_workflows import access, clock
 from slct_workflows import services as wf
 from slct_workflows.access import Sender
+from slct_workflows.db import consistent_read
 from slct_workflows.errors import Forbidden, SlctError
 from slct_workflows.models import Channel, Goroutine, GoroutineStatus, PendingCase
 
@@ -93,8 +94,13 @@ def status(sender: Sender, args: list[str]) -> str:
         return f"Sorry, you need the permission {VIEW_PERMISSION} to see processes."
     if not args:
         return "Usage: `/slct status <process id>`"
+    with consistent_read():  # the process and its goroutines' waits from one snapshot
+        return _status(sender, args[0])
+
+
+def _status(sender: Sender, process_id: str) -> str:
     try:
-        proc = wf.get_process(args[0])
+        proc = wf.get_process(process_id)
     except SlctError as exc:
         return str(exc)
     lines = [f"*{proc.definition}* `{proc.id}` is *{proc.status}* ({proc.step_count} steps)"]

@@ -6,9 +6,12 @@ import logging
 import random
 import time
 import traceback
-from typing import Callable, TypeVar
+from contextlib import contextmanager
+from typing import Callable, Iterator, TypeVar
 
-from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connection
+from django.db import (
+    DatabaseError, InterfaceError, OperationalError, close_old_connections, connection, transaction,
+)
 
 from . import conf
 
@@ -127,3 +130,31 @@ def fresh_connection() -> None:
     Inside a transaction (a test's, say) there is nothing to refresh."""
     if not connection.in_atomic_block:
         close_old_connections()
+
+
+@contextmanager
+def consistent_read() -> Iterator[None]:
+    """Several reads that must agree with each other (a process and its goroutines' waits, as a
+    page or an API answer shows them) see one snapshot: on PostgreSQL a REPEATABLE READ
+    transaction (read-only, so it never conflicts with a step); SQLite's transaction is a snapshot
+    already. Inside an outer transaction the outer one decides (SET TRANSACTION must come first)."""
+    if connection.in_atomic_block:
+        yield
+        return
+    if connection.vendor == "sqlite":
+        # Not atomic(): its BEGIN IMMEDIATE would take the write lock for a read, and a page
+        # polled in a loop would starve the workers. A deferred transaction is a WAL snapshot.
+        connection.ensure_connection()
+        with connection.cursor() as cursor:
+            cursor.execute("BEGIN DEFERRED")
+        try:
+            yield
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("COMMIT")
+        return
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        yield

@@ -20,6 +20,7 @@ from rest_framework.response import Response
 
 from .. import conf, selectors, services
 from ..access import Sender
+from ..db import consistent_read
 from ..definitions import registry
 from ..models import SendStatus
 from ..values import KEY_PATTERN, KEY_RULE, NAME_PATTERN, NAME_RULE, is_key
@@ -230,7 +231,8 @@ class ProcessDetailView(SlctAPIView):
         responses={200: s.ProcessDetailSerializer, **_errors(404)},
     )
     def get(self, request: Request, pk: str) -> Response:
-        return Response(s.ProcessDetailSerializer(services.get_process(pk)).data)
+        with consistent_read():  # the state and the goroutines' waits from one snapshot
+            return Response(s.ProcessDetailSerializer(services.get_process(pk)).data)
 
 
 class ProcessHistoryView(SlctAPIView):

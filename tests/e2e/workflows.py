@@ -33,3 +33,34 @@ class SlowCounter:
             p.finish({"count": self.counter})
         else:
             p.select().recv(self.channel).to(self.Main_Count)
+
+
+@register("e2e-hopper")
+@dataclass
+class Hopper:
+    """Main waits on a new channel at every hop and names it in the state (`waiting_on`), while
+    Feeder sends into whatever Main waits on: a read that mixes two snapshots sees the state
+    name one channel and the pending case another."""
+
+    hops: int = 0
+    hop: int = 0
+    waiting_on: str = ""
+
+    def Main_Start(self, p: Process, input):
+        self.hops = input["hops"]
+        p.go(self.Feeder_Start)
+        self._wait(p)
+
+    def Main_Hop(self, p: Process, value):
+        self.hop += 1
+        if self.hop >= self.hops:
+            p.finish({"hops": self.hop})
+        else:
+            self._wait(p)
+
+    def _wait(self, p: Process) -> None:
+        self.waiting_on = f"hop-{p.process_id}-{self.hop}"
+        p.select().recv(self.waiting_on).to(self.Main_Hop)
+
+    def Feeder_Start(self, p: Process):
+        p.select().send(f"hop-{p.process_id}-{self.hop}", self.hop).to(self.Feeder_Start)
