@@ -23,8 +23,7 @@ whose database stays away hands its goroutines back to the queue (jobs.py).
 OK", "result discarded", the registries' cleaning) and this worker's own; at INFO it says what
 matters (start, stop, outages) and, every SLCT_LOG_SUMMARY_SECONDS (60; 0: never), a summary of
 what it did, when it did anything: "N steps in M jobs, K timers fired, S sweeps ok". The
-per-job lines come back with `manage.py rqworker -v 2` (or SLCT_LOG_LEVEL=DEBUG for the summary's
-logger).
+per-job lines come back with `manage.py rqworker -v 2` (`WORKER_VERBOSITY=2 ./run.sh`).
 
 **Database connections** are persistent in a worker (SLCT_WORKER_CONN_MAX_AGE, 600 s; the web
 default is 0) with health checks before reuse, and on PostgreSQL a connect timeout and TCP
