@@ -9,6 +9,7 @@ Permissions for the actions:
 """
 from __future__ import annotations
 
+import re
 from functools import partial
 
 from django.contrib import admin
@@ -177,8 +178,8 @@ class ProcessInstanceAdmin(ReadOnlyAdmin):
         from django.utils import timezone
 
         local = timezone.localtime(obj.created_at)
-        return format_html('<span title="{}">{}</span>', local.isoformat(timespec="seconds"),
-                           local.strftime("%b %d %H:%M"))
+        return format_html('<span title="{}">{}<br>{}</span>', local.isoformat(timespec="seconds"),
+                           local.strftime("%b %d"), local.strftime("%H:%M"))
 
     @admin.display(description="version", ordering="version")
     def version_col(self, obj):
@@ -215,7 +216,10 @@ class ProcessInstanceAdmin(ReadOnlyAdmin):
         if not obj.error:
             return "—"
         first = obj.error.strip().splitlines()[0]
-        short = first if len(first) <= 90 else first[:89] + "…"
+        # "goroutine Main, method Main_Start: X" reads "Main_Start: X" here (the goroutine is in the name).
+        m = re.match(r"goroutine \S+, method (\S+): (.*)$", first)
+        shown = f"{m.group(1)}: {m.group(2)}" if m else first
+        short = shown if len(shown) <= 90 else shown[:89] + "…"
         return format_html('<span class="slct-error-line" title="{}">{}</span>', first, short)
 
     @admin.display(description="parent", ordering="parent_id")
@@ -245,7 +249,7 @@ class ProcessInstanceAdmin(ReadOnlyAdmin):
             colors.get(obj.status, "#333"), obj.get_status_display(),
         )
 
-    @admin.display(description="goroutines", ordering="n_live")
+    @admin.display(description="live", ordering="n_live")
     def live_goroutines(self, obj):
         return getattr(obj, "n_live", None)
 

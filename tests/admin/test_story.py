@@ -65,7 +65,7 @@ def test_the_list_has_waits_for_blocked_error_parent_and_version_columns(run, fa
     assert "recv story-go" in words(crow) and "recv reply_to" in words(crow)
     # The failed one: the error's first line, not the traceback.
     frow = re.search(rf'<tr[^>]*>(?:(?!</tr>).)*value="{failing}"(?:(?!</tr>).)*</tr>', content, re.S).group(0)
-    assert "goroutine Main, method Main_Start: RuntimeError: boom" in frow
+    assert "Main_Start: RuntimeError: boom" in frow
     assert "Traceback" not in frow
     assert "boom" in text
 
@@ -228,3 +228,9 @@ def test_the_goroutine_page_names_the_child(family, admin_client_):
     g = Goroutine.objects.get(process_id=parent, name="Main")
     content = page(admin_client_, f"{ADMIN}/goroutine/{g.pk}/change/")
     assert f'href="{url_of(child)}"' in content and "to finish, then Main_Child" in words(content)
+
+
+def test_the_app_index_page_lists_both_groups(admin_client_):
+    content = page(admin_client_, "/admin/slct_workflows/")
+    assert "SLCT workflows" in content and "SLCT engine internals" in content
+    assert content.index(">Processes<") < content.index(">Goroutines<")

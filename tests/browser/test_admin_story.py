@@ -77,6 +77,13 @@ def test_admin_story(live_server, worker_pool, browser_page, django_user_model):
                timeout=30, message=f"parent, child and expense blocked (worker log: {worker_pool.logs()[-800:]})"
                if hasattr(worker_pool, "logs") else "parent, child and expense blocked")
     child = ProcessInstance.objects.get(parent_id=parent).pk
+    # A failed process with a long error (a row as the engine leaves it): the list must still fit.
+    ProcessInstance.objects.create(
+        id="story-broken", definition="story-child", status="failed",
+        error="goroutine Main, method Main_Start: RuntimeError: the approval service answered 503 Service "
+              "Unavailable after 3 attempts (https://approvals.internal.example.com/api/v2/requests)\n\n"
+              "Traceback (most recent call last):\n  File ...",
+    )
     question = SlackMessage.objects.get(process_id=expense, kind="approve")
 
     page.goto(f"{base}/admin/login/?next=/admin/")
@@ -105,6 +112,8 @@ def test_admin_story(live_server, worker_pool, browser_page, django_user_model):
         table: document.querySelector('#result_list').getBoundingClientRect().right - window.innerWidth,
     })""")
     assert overflow["doc"] <= 0 and overflow["results"] <= 0 and overflow["table"] <= 0, overflow
+    broken = page.locator("#result_list tr:has(input[value='story-broken'])")
+    assert "RuntimeError: the approval service answered 503" in text(broken) and "Traceback" not in text(broken)
     parent_row = page.locator(f"#result_list tr:has(input[value='{parent}'])")
     assert "child story-child" in text(parent_row) and "result-" not in text(parent_row)
     expense_row = page.locator(f"#result_list tr:has(input[value='{expense}'])")
