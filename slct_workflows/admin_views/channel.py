@@ -64,6 +64,7 @@ def page_context(request, chan: Channel) -> dict[str, Any]:
     view = selectors.channel(chan)
     deliveries = selectors.recent_deliveries(chan, limit=50)
     return {
+        "slct_chan_role": _role(chan, view),
         "slct_chan": view,
         "slct_buffer": [pretty_json(v) for v in view.buffer],
         "slct_receivers": [_waiter(w) for w in view.receivers],
@@ -76,6 +77,26 @@ def page_context(request, chan: Channel) -> dict[str, Any]:
         "slct_close_url": channel_url(chan.name, "close"),
         "show_save": False, "show_save_and_continue": False, "show_save_and_add_another": False,
     }
+
+
+def _role(chan: Channel, view) -> dict[str, Any] | None:
+    """What the channel is, when it is more than a name: a child's result channel (and its parent),
+    a Slack question's reply channel, a state field of the processes that wait on it."""
+    from ..models import ProcessInstance
+
+    pids = {w["process"] for w in view.receivers + view.senders if "process" in w}
+    states = dict(ProcessInstance.objects.filter(pk__in=pids).values_list("pk", "state"))
+    role = selectors.channel_roles({chan.name}, states).get(chan.name)
+    if role is None or (role.kind == "channel" and not role.field):
+        return None
+    if role.kind == "child":
+        child = ProcessInstance.objects.filter(pk=role.process_id).only("id", "parent_id", "definition").first()
+        return {"words": f"the result of {role.words}", "url": role.url,
+                "parent_url": process_url(child.parent_id) if child and child.parent_id else "",
+                "parent": child.parent_id if child else ""}
+    if role.kind == "question":
+        return {"words": f"the reply channel of the {role.words}", "url": role.url}
+    return {"words": f"held in the state field “{role.field}” of the process(es) waiting on it", "url": ""}
 
 
 def _waiter(w: dict[str, Any]) -> dict[str, Any]:

@@ -234,3 +234,20 @@ def test_the_app_index_page_lists_both_groups(admin_client_):
     content = page(admin_client_, "/admin/slct_workflows/")
     assert "SLCT workflows" in content and "SLCT engine internals" in content
     assert content.index(">Processes<") < content.index(">Goroutines<")
+
+
+def test_a_channel_page_says_what_the_channel_is(run, family, admin_client_):
+    from slack_integration.models import SlackMessage
+
+    parent, child = family
+    result = ProcessInstance.objects.get(pk=child).result_channel
+    content = page(admin_client_, f"{ADMIN}/channel/{result}/change/")
+    said = words(re.search(r'<p id="slct-chan-role".*?</p>', content, re.S).group(0))
+    assert "This channel is the result of child process story-child" in said and f"by its parent {parent}" in said
+    reply = ProcessInstance.objects.get(pk=child).state["reply_to"]
+    assert "state field “reply_to”" in words(page(admin_client_, f"{ADMIN}/channel/{reply}/change/"))
+    pid = run.start("expense", {"amount": 5})
+    msg = SlackMessage.objects.get(process_id=pid, kind="approve")
+    content = page(admin_client_, f"{ADMIN}/channel/{msg.reply_channel}/change/")
+    assert f'href="/admin/slack_integration/slackmessage/{msg.pk}/change/"' in content
+    assert 'id="slct-chan-role"' not in page(admin_client_, f"{ADMIN}/channel/story-go/change/")
