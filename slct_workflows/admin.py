@@ -22,6 +22,7 @@ from django.utils.safestring import mark_safe
 
 from . import clock, services
 from .access import effective_policy
+from .db import consistent_read
 from .admin_views import channel as channel_views
 from .admin_views import dashboard as dashboard_views
 from .admin_views import process as process_views
@@ -278,11 +279,19 @@ class ProcessInstanceAdmin(ReadOnlyAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         from django.contrib.admin.utils import unquote
 
-        proc = self.get_object(request, unquote(object_id))
-        extra = dict(extra_context or {})
-        if proc is not None and self.has_view_or_change_permission(request, proc):
-            extra.update(process_views.page_context(request, proc))
-        return super().change_view(request, object_id, form_url, extra_context=extra)
+        if request.method != "GET":
+            return super().change_view(request, object_id, form_url, extra_context=extra_context)
+        # The state, the goroutines and what each waits for, read from one snapshot and rendered
+        # inside it (a page rendered after the block would read the history again, later).
+        with consistent_read():
+            proc = self.get_object(request, unquote(object_id))
+            extra = dict(extra_context or {})
+            if proc is not None and self.has_view_or_change_permission(request, proc):
+                extra.update(process_views.page_context(request, proc))
+            response = super().change_view(request, object_id, form_url, extra_context=extra)
+            if hasattr(response, "render"):
+                response.render()
+            return response
 
     def changelist_view(self, request, extra_context=None):
         from django.urls import reverse
