@@ -44,6 +44,7 @@ class Hopper:
 
     hops: int = 0
     hop: int = 0
+    fed: int = 0  # the Feeder's own count: it must not depend on whether Main has run yet
     waiting_on: str = ""
 
     def Main_Start(self, p: Process, input):
@@ -63,4 +64,9 @@ class Hopper:
         p.select().recv(self.waiting_on).to(self.Main_Hop)
 
     def Feeder_Start(self, p: Process):
-        p.select().send(f"hop-{p.process_id}-{self.hop}", self.hop).to(self.Feeder_Start)
+        p.select().send(f"hop-{p.process_id}-{self.fed}", self.fed).to(self.Feeder_Sent)
+
+    def Feeder_Sent(self, p: Process):
+        # A pause between hops keeps Main blocked most of the time, where a read can catch it.
+        self.fed += 1
+        p.select().after(0.02).to(self.Feeder_Start)
