@@ -5,54 +5,15 @@ its channel from the channel page, see the process advance. Screenshots go to ar
 from __future__ import annotations
 
 import re
-import shutil
-from pathlib import Path
 
 import pytest
+
+from tests.browser.conftest import SHOTS, shot
 
 from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
-SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
-
-
-def shot(page, name: str) -> None:
-    """A full-page screenshot taken with a viewport as tall as the page (the admin's sticky sidebar
-    smears in Chromium's stitched full-page captures)."""
-    size = page.viewport_size
-    height = page.evaluate("document.documentElement.scrollHeight")
-    page.set_viewport_size({"width": size["width"], "height": max(size["height"], height)})
-    page.screenshot(path=str(SHOTS / name))
-    page.set_viewport_size(size)
-
-
-@pytest.fixture
-def browser_page(monkeypatch):
-    if not shutil.which(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium chromium-driver)")
-    # Playwright's sync API runs an event loop in this thread; the test also uses the ORM here.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(20_000)
-        try:
-            yield page
-        finally:
-            context.close()
-            browser.close()
-            # With Playwright's loop running, the ORM in this thread got connections of its own
-            # (asgiref locals follow the loop's context): close them, or they outlive the test.
-            from django.db import connections
-
-            connections.close_all()
 
 
 @pytest.mark.django_db(transaction=True)

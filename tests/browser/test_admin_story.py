@@ -6,50 +6,17 @@ Screenshots: artifacts/screenshots/story-*.png (next to the other browser tests'
 from __future__ import annotations
 
 import re
-import shutil
-from pathlib import Path
 
 import pytest
+
+from tests.browser.conftest import SHOTS, shot
 
 from tests.conftest import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
-SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 WORKFLOWS = {"SLCT_WORKFLOW_MODULES": "tests.admin.story_workflows"}
-
-
-def shot(page, name: str) -> None:
-    size = page.viewport_size
-    height = page.evaluate("document.documentElement.scrollHeight")
-    page.set_viewport_size({"width": size["width"], "height": max(size["height"], min(height, 6000))})
-    page.screenshot(path=str(SHOTS / name))
-    page.set_viewport_size(size)
-
-
-@pytest.fixture
-def browser_page(monkeypatch):
-    if not shutil.which(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium chromium-driver)")
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(20_000)
-        try:
-            yield page
-        finally:
-            context.close()
-            browser.close()
-            from django.db import connections
-
-            connections.close_all()
+VIEWPORT_WIDTH = 1400  # the width the issue checks the process list at
 
 
 def text(locator) -> str:
@@ -98,7 +65,7 @@ def test_admin_story(live_server, worker_pool, browser_page, django_user_model):
     assert captions.index("Slack integration") < captions.index("SLCT engine internals"), captions
     first = page.locator("#content-main .module").first
     assert [a.text_content().strip() for a in first.locator("th a").all()] == ["Dashboard", "Processes", "Channels"]
-    shot(page, "story-index.png")
+    shot(page, "story-index.png", max_height=6000)
 
     # The process list at 1400 px: the new columns, nothing wider than the window.
     page.goto(f"{base}/admin/slct_workflows/processinstance/")
@@ -118,7 +85,7 @@ def test_admin_story(live_server, worker_pool, browser_page, django_user_model):
     assert "child story-child" in text(parent_row) and "result-" not in text(parent_row)
     expense_row = page.locator(f"#result_list tr:has(input[value='{expense}'])")
     assert "approval “Approve expense of 77?” in #finance" in text(expense_row)
-    shot(page, "story-process-list.png")
+    shot(page, "story-process-list.png", max_height=6000)
 
     # Filter: only the one waiting on a child.
     page.click("#changelist-filter a:has-text('a child process')")
@@ -131,20 +98,20 @@ def test_admin_story(live_server, worker_pool, browser_page, django_user_model):
     page.wait_for_url(re.compile(rf"/processinstance/{child}/change/"))
     assert text(page.locator("#slct-parent")).startswith(f"parent {parent}")
     assert "Side waits to receive on state.reply_to" in text(page.locator("tr[data-goroutine=Side] .slct-waits"))
-    shot(page, "story-child.png")
+    shot(page, "story-child.png", max_height=6000)
     page.click("a.slct-parent-link")
     page.wait_for_url(re.compile(rf"/processinstance/{parent}/change/"))
     main = page.locator("tr.slct-goroutine[data-goroutine=Main] .slct-waits")
     assert re.search(r"Main waits for child process story-child \S+ to finish, then Main_Child · blocked for \d+ s",
                      text(main)), text(main)
     assert page.locator("#slct-family a.slct-child-link").count() == 1
-    shot(page, "story-parent-waiting.png")
+    shot(page, "story-parent-waiting.png", max_height=6000)
 
     # The question: named, linked to its Slack message.
     page.goto(f"{base}/admin/slct_workflows/processinstance/{expense}/change/")
     qmain = page.locator("tr.slct-goroutine[data-goroutine=Main] .slct-waits")
     assert "Main waits for an answer to approval “Approve expense of 77?” in #finance" in text(qmain)
-    shot(page, "story-question.png")
+    shot(page, "story-question.png", max_height=6000)
     qmain.locator("a.slct-question-link").click()
     page.wait_for_url(re.compile(rf"/slackmessage/{question.pk}/change/"))
     assert "Approve expense of 77?" in page.content()
@@ -152,7 +119,7 @@ def test_admin_story(live_server, worker_pool, browser_page, django_user_model):
     # The Slack messages table gives the text room (not one word a line).
     page.goto(f"{base}/admin/slack_integration/slackmessage/")
     cell = page.locator("#result_list td.field-short_text").first
-    shot(page, "story-slack-messages.png")
+    shot(page, "story-slack-messages.png", max_height=6000)
     assert cell.bounding_box()["width"] >= 170, cell.bounding_box()
     lines = page.evaluate("""(() => { const r = document.createRange();
         r.selectNodeContents(document.querySelector('#result_list td.field-short_text'));
@@ -160,14 +127,14 @@ def test_admin_story(live_server, worker_pool, browser_page, django_user_model):
     assert lines == 1, lines  # "Approve expense of 77?" on one line, not one word a line
     wide = page.evaluate("(() => { const r = document.querySelector('#changelist .results'); return r.scrollWidth - r.clientWidth; })()")
     assert wide <= 0, wide
-    shot(page, "story-slack-messages.png")
+    shot(page, "story-slack-messages.png", max_height=6000)
 
     # A channel page: no grey "Close" button beside "Close channel…", no History; open/closed in words.
     page.goto(f"{base}/admin/slct_workflows/channel/story-go-b/change/")
     assert page.locator("#slct-close").count() == 1
     assert page.locator("a.closelink").count() == 0 and page.locator("a.historylink").count() == 0
     assert "open" in text(page.locator(".field-open_or_closed"))
-    shot(page, "story-channel.png")
+    shot(page, "story-channel.png", max_height=6000)
 
     # Auto-refresh: the parent's page, left open, shows the process finish without a reload.
     page.goto(f"{base}/admin/slct_workflows/processinstance/{parent}/change/")
@@ -180,6 +147,6 @@ def test_admin_story(live_server, worker_pool, browser_page, django_user_model):
     assert page.evaluate("window.slctMarker") == "no reload"  # swapped in place, not reloaded
     assert page.locator("#slct-live[data-slct-live='0']").count() == 1
     assert "Main is done" in text(page.locator("tr.slct-goroutine[data-goroutine=Main]"))
-    shot(page, "story-parent-done.png")
+    shot(page, "story-parent-done.png", max_height=6000)
 
     print(f"\nscreenshots: {SHOTS}/story-*.png")

@@ -1,56 +1,21 @@
 """The process page of a long periodic process in a real headless Chromium: the timeline shows a
 bounded window of the newest steps (with "older" / "newer" links), so the whole page stays under
 PAGE_BOUND px instead of growing with the history (it was about 20,000 px for 500 steps).
-Screenshots go to .slct/artifacts/screenshots/.
+Screenshots go to artifacts/screenshots/.
 """
 from __future__ import annotations
 
-import shutil
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
+from tests.browser.conftest import SHOTS, shot
+
 pytestmark = [pytest.mark.browser]
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
-SHOTS = Path(__file__).resolve().parents[2] / ".slct" / "artifacts" / "screenshots"
 PAGE_BOUND = 3000  # px: the whole process page (1280 px wide viewport), whatever the history's length
 STEPS = 500
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
-
-
-def shot(page, name: str) -> None:
-    """A full-page screenshot with a viewport as tall as the page (see test_admin_browser.shot)."""
-    size = page.viewport_size
-    height = page.evaluate("document.documentElement.scrollHeight")
-    page.set_viewport_size({"width": size["width"], "height": max(size["height"], height)})
-    page.screenshot(path=str(SHOTS / name))
-    page.set_viewport_size(size)
-
-
-@pytest.fixture
-def browser_page(monkeypatch):
-    if not shutil.which(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(20_000)
-        try:
-            yield page
-        finally:
-            context.close()
-            browser.close()
-            from django.db import connections
-
-            connections.close_all()
 
 
 def periodic_process(pid: str = "nudger-500") -> str:
