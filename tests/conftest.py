@@ -129,6 +129,20 @@ class WorkerPool:
         return "\n".join(f.read_text(errors="replace")[-4000:] for f in sorted(self.logdir.glob("worker-*.log")))
 
 
+def stop_process_group(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM a process started with start_new_session=True and everything it started; SIGKILL
+    what is still there after `timeout` seconds."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.05, message: str = "") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -7,7 +7,6 @@ import io
 import logging
 import os
 import re
-import signal
 import stat
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import time
 import pytest
 from django.core.management import call_command
 
-from tests.conftest import ROOT, _worker_env, wait_until
+from tests.conftest import ROOT, _worker_env, stop_process_group, wait_until
 from tests.reliability.conftest import _free_port
 
 
@@ -301,15 +300,7 @@ def test_the_reloading_worker_runs_a_workflow_added_while_it_runs(worker_pool, w
         write(WORKFLOW_C)
         runs("dx-reload-c", "c")
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_process_group(proc, timeout=30)
 
 
 # -- a shell with the run command's environment -------------------------------------------------

@@ -19,7 +19,7 @@ from django.urls import include, path
 from prometheus_client.parser import text_string_to_metric_families
 from rq import Queue
 
-from slct_workflows import clock, conf, metrics, services, timer_loop
+from slct_workflows import clock, conf, metrics, services
 from slct_workflows.models import (
     Event, Goroutine, GoroutineStatus, PendingCase, ProcessInstance, ProcessStatus,
 )
@@ -124,7 +124,6 @@ def test_step_counters_and_histograms_move_when_workers_run_steps(worker_pool, m
         server.wait(timeout=30)
 
 
-@pytest.mark.skipif(not hasattr(timer_loop, "sweep_listeners"), reason="the timer loop does not sweep yet")
 def test_sweeps_and_their_repairs_are_counted(worker_pool, multiproc_dir, client, settings, redis_conn):
     settings.SLCT_METRICS_TOKEN = TOKEN
     # Work Redis lost: a runnable goroutine whose job is gone from the queue.

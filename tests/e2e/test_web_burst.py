@@ -10,8 +10,6 @@ after it. Bounded: BURST requests, a 30 s deadline for them, 60 s for the whole 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, _worker_env
+from tests.conftest import ROOT, _worker_env, stop_process_group
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -70,15 +68,7 @@ def web_server(transactional_db, clean_redis, tmp_path):
                 break
         yield base, tmp_path / "runserver.log"
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_process_group(proc, timeout=10)
         log.close()
 
 

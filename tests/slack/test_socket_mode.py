@@ -21,7 +21,7 @@ from slack_integration import conf, socket_mode
 from slack_integration.models import Delivery, SlackMessage, Status
 from slct_workflows import services
 from slct_workflows.models import Event, ExternalSend, ProcessInstance
-from tests.conftest import ROOT, _worker_env, wait_until
+from tests.conftest import ROOT, _worker_env, stop_process_group, wait_until
 from tests.slack.conftest import TOKEN, WORKFLOWS, button, click_payload, post_signed
 from tests.slack.fake_socket import APP_TOKEN, FakeSocketSlack
 
@@ -259,12 +259,7 @@ def socket_process(slack_worker, fake_slack, tmp_path):
         yield proc
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+            stop_process_group(proc, timeout=20)
 
 
 def proc_status(pid: str) -> str:
