@@ -19,10 +19,10 @@ leader whose database or Redis comes back. No exception stops the loop: each par
 the timers, the sweep) logs once when it starts failing and once when it works again, and
 retries every second meanwhile.
 
-Counters of this process's sweeps, for the metrics: `sweep_runs`, `sweep_failures` and
-`sweep_repairs` (goroutines and outbox rows re-enqueued); `sweep_stats()` returns them together.
-Functions appended to `sweep_listeners` are called after every sweep attempt with
-`(ok, report_or_None, seconds)`; a listener that raises is logged and ignored.
+Who counts (the metrics, the worker's log summary) listens: functions appended to
+`sweep_listeners` are called after every sweep attempt with `(ok, report_or_None, seconds)`, and
+those in `timer_listeners` with the number of timers each bulk firing consumed; a listener that
+raises is logged and ignored.
 """
 from __future__ import annotations
 
@@ -41,15 +41,9 @@ log = logging.getLogger("slct_workflows")
 LEASE_SECONDS = 3.0
 RETRY_SECONDS = 1.0  # a failing part (Redis, the timers, the sweep) tries again this often
 
-# This process's sweeps (the loop's, the scheduled job's, the command's): see sweep_stats().
-sweep_runs = 0
-sweep_failures = 0
-sweep_repairs = 0
+# This process's sweeps (the loop's, the scheduled job's, the command's) and bulk timer firings.
 sweep_listeners: list[Callable[[bool, Any, float], None]] = []
-
-
-def sweep_stats() -> dict[str, int]:
-    return {"runs": sweep_runs, "failures": sweep_failures, "repairs": sweep_repairs}
+timer_listeners: list[Callable[[int], None]] = []
 
 
 def epoch_key() -> str:
@@ -59,23 +53,19 @@ def epoch_key() -> str:
 
 def run_sweep(redis: Any, grace: float | None = None):
     """One recovery sweep: services.sweep (a connection the database dropped is replaced and the
-    sweep retried), then the heartbeat key /readyz and the metrics read, and this process's
-    counters. Raises what the sweep raised (counted as a failure)."""
+    sweep retried), then the heartbeat key /readyz and the metrics read, and the sweep
+    listeners. Raises what the sweep raised (told as a failure)."""
     from . import services
 
-    global sweep_runs, sweep_failures, sweep_repairs
     started = time.monotonic()
     try:
         fresh_connection()
         report = _once_more(lambda: services.sweep(grace))
         heartbeat.record_sweep(redis)
     except Exception:
-        sweep_failures += 1
-        _tell(False, None, time.monotonic() - started)
+        _tell(sweep_listeners, False, None, time.monotonic() - started)
         raise
-    sweep_runs += 1
-    sweep_repairs += report.runnable + report.timers + report.outbox
-    _tell(True, report, time.monotonic() - started)
+    _tell(sweep_listeners, True, report, time.monotonic() - started)
     return report
 
 
@@ -93,12 +83,12 @@ def _once_more(func: Callable[[], Any]) -> Any:
         return func()
 
 
-def _tell(ok: bool, report: Any, seconds: float) -> None:
-    for listener in list(sweep_listeners):
+def _tell(listeners: list[Callable[..., None]], *args: Any) -> None:
+    for listener in list(listeners):
         try:
-            listener(ok, report, seconds)
+            listener(*args)
         except Exception:
-            log.exception("a sweep listener raised")
+            log.exception("a timer-loop listener raised")
 
 
 def fire_due(until: float | None = None) -> tuple[int, bool]:
@@ -111,6 +101,7 @@ def fire_due(until: float | None = None) -> tuple[int, bool]:
             return fired, True
         dispatch.wake_now(ids)
         fired += len(ids)
+        _tell(timer_listeners, len(ids))
     return fired, False
 
 

@@ -45,9 +45,9 @@ from rq.logutils import blue, green
 from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 
-from . import conf
+from . import conf, timer_loop
+from . import metrics  # noqa: F401 - counts the timer loop's sweeps (it registers a sweep listener)
 from .timer_loop import TimerLoop
-from . import metrics  # noqa: F401,E402 - counts the timer loop's sweeps (it registers a sweep listener)
 
 log = logging.getLogger("slct_workflows")
 T = TypeVar("T")
@@ -157,23 +157,9 @@ def install_activity_counting() -> None:
     if _counting_installed:
         return
     _counting_installed = True
-    import functools
-
-    from . import engine
-    from . import timer_loop as timer_loop_module
-
-    fire = engine.fire_due_timers
-
-    @functools.wraps(fire)
-    def fire_due_timers(*args: Any, **kwargs: Any) -> Any:
-        ids = fire(*args, **kwargs)
-        if ids:
-            activity.add(timers=len(ids))
-        return ids
-
-    engine.fire_due_timers = fire_due_timers
-    if _count_sweep not in timer_loop_module.sweep_listeners:
-        timer_loop_module.sweep_listeners.append(_count_sweep)
+    timer_loop.timer_listeners.append(lambda n: activity.add(timers=n))
+    if _count_sweep not in timer_loop.sweep_listeners:
+        timer_loop.sweep_listeners.append(_count_sweep)
 
 
 def persistent_db_connections() -> None:

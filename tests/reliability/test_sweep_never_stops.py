@@ -49,7 +49,6 @@ def test_a_failing_sweep_is_counted_logged_once_and_retried(loop, clean_redis, m
 
     monkeypatch.setattr(services, "sweep", flaky)
     monkeypatch.setattr(timer_loop, "sweep_listeners", [lambda ok, report, seconds: seen.append(ok)])
-    before = timer_loop.sweep_stats()
     with caplog.at_level(logging.INFO, logger="slct_workflows"):
         assert loop.tick() == pytest.approx(timer_loop.RETRY_SECONDS)  # fails: tries again in a second
         for _ in range(2):
@@ -65,10 +64,7 @@ def test_a_failing_sweep_is_counted_logged_once_and_retried(loop, clean_redis, m
         clock.now += 30
         loop.tick()
         assert len(calls) == 5  # ...and comes
-    after = timer_loop.sweep_stats()
-    assert after["failures"] - before["failures"] == 3
-    assert after["runs"] - before["runs"] == 2
-    assert seen == [False, False, False, True, True]
+    assert seen == [False, False, False, True, True]  # three failures told, then two sweeps
     assert heartbeat.last_sweep(clean_redis) is not None
     messages = [r.getMessage() for r in caplog.records]
     assert sum("recovery sweep failed" in m for m in messages) == 1, messages  # once per outage
