@@ -176,7 +176,8 @@ class RuntimeCollector:
         from django.db.models import Count, Min, Q
 
         from . import clock
-        from .models import Goroutine, GoroutineStatus, PendingCase, ProcessInstance, ProcessStatus
+        from . import selectors
+        from .models import Goroutine, GoroutineStatus, ProcessInstance, ProcessStatus
 
         now = clock.now()
         # Runnable goroutines of running processes (the partial index slct_goroutine_active);
@@ -199,9 +200,9 @@ class RuntimeCollector:
                      runnable["retrying"])
 
         # Blocked goroutines whose timer is due (the partial index slct_pending_timers).
-        overdue = PendingCase.objects.filter(
-            kind="timer", deadline__lt=now, goroutine__status=GoroutineStatus.BLOCKED
-        ).aggregate(n=Count("goroutine_id", distinct=True), oldest=Min("deadline"))
+        overdue = selectors.overdue_timer_cases(now).aggregate(
+            n=Count("goroutine_id", distinct=True), oldest=Min("deadline")
+        )
         yield _gauge("slct_overdue_timers", "Blocked goroutines whose timer is due and has not fired.", overdue["n"])
         yield _gauge(
             "slct_overdue_timer_oldest_seconds", "How late the most overdue timer is (0: none).",

@@ -244,6 +244,12 @@ def paused_goroutines(process: ProcessInstance | str | None = None):
     return qs.select_related("process").order_by("updated_at", "id")
 
 
+def overdue_timer_cases(now: datetime):
+    """Timer cases of blocked goroutines whose deadline has passed (the partial index
+    slct_pending_timers): what the dashboard and the metrics call overdue."""
+    return PendingCase.objects.filter(kind="timer", deadline__lt=now, goroutine__status=GoroutineStatus.BLOCKED)
+
+
 def dashboard(now: datetime | None = None, limit: int = 50) -> Dashboard:
     from django.db.models import Case, Count, Min, Value, When
 
@@ -274,9 +280,7 @@ def dashboard(now: datetime | None = None, limit: int = 50) -> Dashboard:
             w["receivers"] += r["n"]
         else:
             w["senders"] += r["n"]
-    overdue = PendingCase.objects.filter(
-        kind="timer", deadline__lt=now, goroutine__status=GoroutineStatus.BLOCKED
-    )
+    overdue = overdue_timer_cases(now)
     runnable = Goroutine.objects.filter(status=GoroutineStatus.RUNNABLE, process__status=ProcessStatus.RUNNING)
     failed = ProcessInstance.objects.filter(status=ProcessStatus.FAILED)
     paused = paused_goroutines()
