@@ -450,6 +450,24 @@ def test_the_demos_do_not_trip_even_with_a_tiny_limit(runner, settings):
     runner.cancel(listener)
 
 
+def test_the_bench_fan_in_never_trips_even_with_a_tiny_limit(db, settings):
+    """The bench's fan-in (tests of its figures run it for real): 20 senders keep a buffer of 10
+    full for one sink, whose every receive fires at once; none of it is a runaway."""
+    import bench.workflows  # noqa: F401  (registers bench-sender, bench-sink)
+    from slct_workflows.testing import Stuck, WorkflowRunner
+
+    settings.SLCT_RUNAWAY_STEPS = 3
+    with WorkflowRunner(max_steps=600) as run:
+        services.create_channel("bench-fanin", 10)
+        sink = services.start_process("bench-sink", {"chan": "bench-fanin"}).process.id
+        for _ in range(20):
+            services.start_process("bench-sender", {"chan": "bench-fanin"})
+        with pytest.raises(Stuck):  # they run forever: the runner stops them
+            run.run()
+        assert run.state(sink)["count"] > 200
+        assert not Goroutine.objects.filter(status=GoroutineStatus.PAUSED).exists()
+
+
 def test_the_demo_counter_finishes_when_its_channel_closes(runner, limit):
     pid = runner.start("counter", {"channel": "demo-close"})
     runner.send("demo-close", 1)
