@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 from django.db import DatabaseError, InterfaceError
 
-from . import clock, conf, dispatch, engine, heartbeat
+from . import clock, conf, dispatch, engine, heartbeat, maintenance
 from .db import fresh_connection, is_connection_lost, release_frames, reset_connection
 
 log = logging.getLogger("slct_workflows")
@@ -186,6 +186,7 @@ class TimerLoop:
             wait = self._timers()
         if self.sweep_interval > 0:
             wait = min(wait, self._sweep())
+        wait = min(wait, maintenance.run_due())
         return max(0.0, wait)
 
     # -- the parts ------------------------------------------------------------------------------
