@@ -177,7 +177,7 @@ WSGI_APPLICATION = "slct_project.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        "DIRS": [],  # the apps' templates ship inside them (slct_workflows/templates, ...)
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -301,7 +301,7 @@ SLACK_DEFAULT_CHANNEL = os.environ.get("SLACK_DEFAULT_CHANNEL", "")  # when a he
 SLACK_COMMAND_USERS = os.environ.get("SLACK_COMMAND_USERS", "")
 
 # A worker logs its start, stop, outages and a periodic summary at INFO; RQ's per-job lines are
-# DEBUG (slct_workflows/worker.py). `manage.py rqworker` sets rq.worker's level itself from its
+# DEBUG (slct_workflows/workers/worker.py). `manage.py rqworker` sets rq.worker's level itself from its
 # verbosity (-v 0: WARNING, 1: INFO, 2: DEBUG, every job), after this: RQ_LOG_LEVEL applies to the
 # other processes that use RQ (the web server enqueueing).
 LOGGING = {
