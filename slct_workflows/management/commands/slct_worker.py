@@ -1,4 +1,4 @@
-"""The project's RQ worker (slct_workflows.worker.Worker), with `--reload` for development.
+"""SLCT's RQ worker (slct_workflows.worker.Worker), with `--reload` for development.
 
     manage.py slct_worker [queue ...] [--with-scheduler] [--reload]
 
@@ -22,6 +22,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+
+from slct_workflows import conf
 
 SKIP_DIRS = {".venv", "venv", ".git", ".slct", "node_modules", "__pycache__", ".pytest_cache", ".hypothesis",
              "artifacts"}
@@ -106,7 +108,7 @@ class Command(BaseCommand):
         parser.add_argument("--name", default=None, help="the worker's name")
 
     def handle(self, *args, **options):
-        queues = options["queues"] or [settings.SLCT_QUEUE]
+        queues = options["queues"] or [conf.queue_name()]
         if not options["reload"]:
             kwargs = {"worker_class": "slct_workflows.worker.Worker", "with_scheduler": options["with_scheduler"],
                       "verbosity": options["verbosity"]}
@@ -117,7 +119,7 @@ class Command(BaseCommand):
         sys.exit(self.reload_loop(queues, options))
 
     def reload_loop(self, queues: list[str], options: dict) -> int:
-        root = Path(settings.BASE_DIR)
+        root = Path(getattr(settings, "BASE_DIR", None) or Path.cwd())  # where manage.py is
         argv = [sys.executable, str(root / "manage.py"), "slct_worker", *queues, "-v", str(options["verbosity"])]
         if options["with_scheduler"]:
             argv.append("--with-scheduler")
