@@ -252,6 +252,15 @@ SLCT_QUEUE = os.environ.get("SLCT_QUEUE", "slct")
 RQ_QUEUES = {
     SLCT_QUEUE: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300},
 }
+# -- deployment: PgBouncer and Redis Sentinel (slct_project/env.py, docs/DEPLOY.md) -------------
+# DATABASE_DISABLE_SERVER_SIDE_CURSORS=1 behind PgBouncer in transaction mode; REDIS_SENTINELS and
+# REDIS_SENTINEL_MASTER (with REDIS_URL unset) put the queue on the master Sentinel names.
+from slct_project import env as _deploy_env  # noqa: E402
+
+_deploy_env.database_pooling(DATABASES["default"], os.environ)
+_sentinel_queue = _deploy_env.sentinel_queue(os.environ)
+if _sentinel_queue:
+    RQ_QUEUES[SLCT_QUEUE] = {**_sentinel_queue, "DEFAULT_TIMEOUT": RQ_QUEUES[SLCT_QUEUE]["DEFAULT_TIMEOUT"]}
 # Non-forking workers: a fork per job costs ~10 ms and caps a worker at ~75 jobs/s. Every step is
 # a short database transaction with its own locking, so running jobs in the worker process keeps
 # all guarantees (a crash mid-step rolls the transaction back; the sweep re-enqueues).
