@@ -34,7 +34,7 @@ in_own_group() {
   exec "$PY" -c 'import os, sys; os.setpgid(0, 0); os.execv(sys.argv[1], sys.argv[1:])' "$@"
 }
 
-# The worker rides out Redis and database outages by itself (slct_workflows/worker.py), and its
+# The worker rides out Redis and database outages by itself (slct_workflows/workers/worker.py), and its
 # timer loop runs the recovery sweep; this loop restarts it if it dies anyway (a crash, an OOM
 # kill, kill -9), after a pause that grows while it keeps dying young. In development (DEBUG on)
 # it runs with --reload: restarted on the new code when a .py file changes, as the web server is,

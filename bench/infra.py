@@ -249,7 +249,7 @@ def queue_idle(env: BenchEnv) -> bool:
 def quiesce(env: BenchEnv, timeout: float = 60.0) -> None:
     """Stop whatever the previous scenario left running: every running process is cancelled (a
     job for it then does nothing), the queue drains, then this bench's RQ keys are dropped."""
-    from slct_workflows.db import with_db_retries
+    from slct_workflows.runtime.db import with_db_retries
     from slct_workflows.models import ProcessInstance
 
     with_db_retries(lambda: ProcessInstance.objects.filter(status="running").update(status="cancelled"))

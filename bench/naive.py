@@ -84,7 +84,7 @@ def enqueue_naive(pids: list[str]) -> None:
 def naive_job(pid: str) -> None:
     """Ceiling 1b: the RQ job of a naive one-job-per-step pipeline -- the step-shaped transaction,
     then (after commit) the next job of the chain."""
-    from slct_workflows.db import fresh_connection, with_db_retries
+    from slct_workflows.runtime.db import fresh_connection, with_db_retries
 
     fresh_connection()
     with_db_retries(lambda: step_shaped_transaction(pid, enqueue_next=lambda: enqueue_naive([pid])))

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from slct_workflows.worker import Worker as SimpleWorker
+from slct_workflows.workers.worker import Worker as SimpleWorker
 
 
 class _SqlTimer:
@@ -85,7 +85,7 @@ class ProfiledSimpleWorker(SimpleWorker):
 
     def _count_wakes(self) -> None:
         """Count wake jobs and the ones that found nothing to run (duplicates, stale wake-ups)."""
-        from slct_workflows import jobs
+        from slct_workflows.workers import jobs
 
         original = jobs.wake
 

@@ -51,7 +51,11 @@ class _TeeDispatcher:
 def step_profile(steps: int, outdir: Path, seconds: float = 10.0) -> dict:
     from pyinstrument import Profiler
 
-    from slct_workflows import dispatch, jobs, services
+    from slct_workflows import services
+
+    from slct_workflows.runtime import dispatch
+
+    from slct_workflows.workers import jobs
 
     from . import naive
 
@@ -133,7 +137,9 @@ def enqueue_cost(n: int = 300) -> dict:
     import django_rq
     from rq import Queue
 
-    from slct_workflows import conf, dispatch
+    from slct_workflows import conf
+
+    from slct_workflows.runtime import dispatch
 
     real = dispatch.RQDispatcher()
     out = {}

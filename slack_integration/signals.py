@@ -26,7 +26,7 @@ _open_questions = None
 def _has_open_questions(process_id: str, goroutine: str | None = None) -> bool:
     """Run at the end of every process (a step's hot path): its SQL is written once."""
     global _open_questions
-    from slct_workflows.fixed_sql import FixedValues
+    from slct_workflows.runtime.fixed_sql import FixedValues
 
     from .models import Kind, SlackMessage, Status
 

@@ -22,7 +22,7 @@ from typing import Any
 from slct_workflows import access, clock
 from slct_workflows import services as wf
 from slct_workflows.access import Sender
-from slct_workflows.db import consistent_read
+from slct_workflows.runtime.db import consistent_read
 from slct_workflows.errors import Forbidden, SlctError
 from slct_workflows.models import Channel, Goroutine, GoroutineStatus, PendingCase
 

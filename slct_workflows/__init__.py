@@ -2,17 +2,19 @@
 
 The author's API. Everything else (engine, models, jobs) may change behind it.
 """
-from .definitions import register
-from .errors import (
+from slct_workflows.definitions import register
+from slct_workflows.errors import (
     ChannelClosed, Conflict, DeclarationError, Forbidden, InvalidInput, NoReceiver, NotFound, SlctError,
 )
-from .policy import ChannelPolicy
-from .process import Process, Select
+from slct_workflows.policy import ChannelPolicy
+from slct_workflows.process import Process, Select
+from slct_workflows.slots import Schedule
 
 __all__ = [
     "Process",
     "Select",
     "register",
+    "Schedule",
     "ChannelPolicy",
     "SlctError",
     "NotFound",

@@ -20,9 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import Forbidden
-from .models import SendPolicy
-from .policy import ChannelPolicy
+from slct_workflows.errors import Forbidden
+from slct_workflows.models import SendPolicy
+from slct_workflows.policy import ChannelPolicy
 
 SEND_PERMISSION = "slct_workflows.add_externalsend"
 OPERATOR_PERMISSION = "slct_workflows.operator_send"
@@ -80,7 +80,7 @@ class Sender:
 def effective_policy(channel: Any) -> ChannelPolicy:
     """The declared policy of a named channel wins over the row's (a workflow can restrict a name
     that REST made first); channels the runtime made keep the policy they were made with."""
-    from .definitions import registry
+    from slct_workflows.definitions import registry
 
     declared = registry.channel_policy(channel.name) if not channel.owner else None
     if declared is not None:

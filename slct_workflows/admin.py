@@ -20,17 +20,17 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from . import clock, services
-from .access import effective_policy
-from .db import consistent_read
-from .admin_views import channel as channel_views
-from .admin_views import dashboard as dashboard_views
-from .admin_views import process as process_views
-from .admin_views import state as state_views
-from .admin_views.common import (
+from slct_workflows import clock, services
+from slct_workflows.access import effective_policy
+from slct_workflows.runtime.db import consistent_read
+from slct_workflows.admin_views import channel as channel_views
+from slct_workflows.admin_views import dashboard as dashboard_views
+from slct_workflows.admin_views import process as process_views
+from slct_workflows.admin_views import state as state_views
+from slct_workflows.admin_views.common import (
     PERM_OPERATE_PROCESS, channel_link, json_block, process_link, process_url,
 )
-from .models import (
+from slct_workflows.models import (
     BufferedValue, Channel, Event, ExternalSend, Goroutine, Outbox, PendingCase, ProcessInstance,
 )
 
@@ -99,7 +99,7 @@ class WaitsForFilter(admin.SimpleListFilter):
                 ("timer", "a timer"))
 
     def queryset(self, request, queryset):
-        from . import selectors
+        from slct_workflows import selectors
 
         value = self.value()
         if not value:
@@ -128,7 +128,7 @@ class ProcessChangeList(ChangeList):
     """Computes what the page's running processes wait for in a few queries (not one per row)."""
 
     def get_results(self, request):
-        from . import selectors
+        from slct_workflows import selectors
 
         super().get_results(request)
         self.result_list = list(self.result_list)
@@ -170,7 +170,7 @@ class ProcessInstanceAdmin(ReadOnlyAdmin):
 
     @admin.display(description="id", ordering="id")
     def id_col(self, obj):
-        from .selectors import short_id
+        from slct_workflows.selectors import short_id
 
         return format_html('<span title="{}">{}</span>', obj.pk, short_id(obj.pk, 10))
 
@@ -191,7 +191,7 @@ class ProcessInstanceAdmin(ReadOnlyAdmin):
         summary = getattr(obj, "slct_waiting", None)
         if obj.status != "running" or not summary or not summary["items"]:
             return "—"
-        from .admin_views.common import channel_url
+        from slct_workflows.admin_views.common import channel_url
 
         def one(it):
             url = it["url"] or (channel_url(it["channel"]) if it["channel"] else "")
@@ -207,7 +207,7 @@ class ProcessInstanceAdmin(ReadOnlyAdmin):
         since = getattr(obj, "blocked_since", None)
         if since is None or obj.status != "running":
             return "—"
-        from .selectors import ago
+        from slct_workflows.selectors import ago
 
         return format_html('<span title="blocked since {}">{}</span>', since.isoformat(timespec="seconds"),
                            ago((clock.now() - since).total_seconds()))
@@ -227,7 +227,7 @@ class ProcessInstanceAdmin(ReadOnlyAdmin):
     def parent_col(self, obj):
         if not obj.parent_id:
             return "—"
-        from .selectors import short_id
+        from slct_workflows.selectors import short_id
 
         return format_html('<a href="{}" title="{}" class="slct-parent-link">{}</a>', process_url(obj.parent_id),
                            obj.parent_id, short_id(obj.parent_id, 10))
@@ -361,8 +361,8 @@ class GoroutineAdmin(ReadOnlyAdmin):
 
     @admin.display(description="waits for")
     def waits_for(self, obj):
-        from . import selectors
-        from .admin_views.common import goroutine_waits_html
+        from slct_workflows import selectors
+        from slct_workflows.admin_views.common import goroutine_waits_html
 
         view = next((g for g in selectors.goroutines(obj.process_id) if g.id == obj.id), None)
         if view is None:
@@ -599,7 +599,7 @@ def slct_app_list(original, request, app_label=None):
     """The default site's app list, rearranged: the workflow dashboard, processes and channels first;
     Slack next; goroutines, pending cases, buffers, events, external sends and the outbox grouped
     below as "SLCT engine internals"; then Django's own apps."""
-    from .admin_views.common import can_view_processes
+    from slct_workflows.admin_views.common import can_view_processes
 
     apps = original(request, app_label)
     out = []
@@ -634,3 +634,5 @@ if not getattr(admin.site.get_app_list, "slct_ordered", False):
     _ordered = partial(slct_app_list, _original_app_list)
     _ordered.slct_ordered = True
     admin.site.get_app_list = _ordered
+
+from slct_workflows import admin_schedules  # noqa: E402,F401  (the Schedule admin)

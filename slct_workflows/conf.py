@@ -198,3 +198,39 @@ def worker_redis_backoff_max() -> float:
     pauses double from half a second up to this (redis-py's own retries add up to a few seconds
     per attempt)."""
     return _float("SLCT_WORKER_REDIS_BACKOFF_MAX", 2.0, minimum=0.1)
+
+
+# -- retention (slct_workflows.retention) ---------------------------------------------------------
+
+def retention_days() -> float:
+    """SLCT_RETENTION_DAYS: finished processes (done, cancelled, failed) older than this many days
+    are deleted with their history (docs/OPERATIONS.md "Retention"). 0 keeps everything."""
+    import math
+
+    value = _float("SLCT_RETENTION_DAYS", 30.0)
+    if not math.isfinite(value) or value > 365 * 1000:
+        raise ImproperlyConfigured(f"SLCT_RETENTION_DAYS must be a number of days from 0 to 365000, got {value}")
+    return value
+
+
+def retention_batch() -> int:
+    """Processes deleted per transaction by retention (a batch locks only its own rows)."""
+    return _int("SLCT_RETENTION_BATCH", 500, minimum=1)
+
+
+def retention_interval() -> float:
+    """Seconds between the leading worker's retention runs (a few batches each; 0: off)."""
+    return _float("SLCT_RETENTION_INTERVAL", 3600.0)
+
+
+# -- schedules (slct_workflows.schedules) --------------------------------------------------------
+
+def schedule_poll() -> float:
+    """Seconds between the leading worker's looks at the schedules (0: no scheduled starts)."""
+    return _float("SLCT_SCHEDULE_POLL", 1.0)
+
+
+def schedule_grace() -> float:
+    """A slot found at most this many seconds late still starts under catchup="skip" (a slot
+    missed by more, during a downtime, is skipped)."""
+    return _float("SLCT_SCHEDULE_GRACE", 60.0)

@@ -9,9 +9,9 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, TypeVar
 
-from .errors import NotFound
-from .policy import ChannelPolicy
-from .values import NAME_RULE, is_name
+from slct_workflows.errors import NotFound
+from slct_workflows.policy import ChannelPolicy
+from slct_workflows.values import NAME_RULE, is_name
 
 METHOD_NAME = re.compile(r"^([A-Za-z][A-Za-z0-9]*)_([A-Za-z0-9_]+)$")
 T = TypeVar("T")
@@ -45,6 +45,8 @@ class Definition:
     goroutines: dict[str, list[str]] = field(default_factory=dict)
     # Send policies of the named channels this definition declares (`register(channels=...)`).
     channels: dict[str, ChannelPolicy] = field(default_factory=dict)
+    # When the workers start it by themselves (`register(schedule=...)`, slct_workflows.schedules).
+    schedules: tuple = ()
 
     def method(self, name: str) -> Callable[..., Any]:
         func = getattr(self.cls, name, None)
@@ -246,13 +248,19 @@ registry = Registry()
 
 def register(
     name: str, *, version: str = "", channels: dict[str, ChannelPolicy] | None = None,
+    schedule: Any = None,
 ) -> Callable[[type[T]], type[T]]:
     """Register a dataclass as the process definition `name` (optionally one `version` of it).
     `channels` declares who may send into named channels from outside, e.g.
-    `{"approvals": ChannelPolicy.restricted(permission="finance.approve")}` (docs/SECURITY.md)."""
+    `{"approvals": ChannelPolicy.restricted(permission="finance.approve")}` (docs/SECURITY.md).
+    `schedule` starts it on a schedule: `Schedule.cron("0 9 * * mon-fri", tz="Europe/Paris")`,
+    `Schedule.every(timedelta(minutes=5))`, or a list of them (README "Schedules")."""
+    from .slots import for_definition
+
+    schedules = for_definition(name, schedule)
 
     def decorator(cls: type[T]) -> type[T]:
-        registry.add(name, cls, version, channels)
+        registry.add(name, cls, version, channels).schedules = schedules
         return cls
 
     return decorator

@@ -16,11 +16,11 @@ from typing import Any, Iterable, Iterator
 
 from django.db import transaction
 
-from . import clock
-from .db import with_db_retries
-from .definitions import Definition, accepts_value, registry, split_method
-from .errors import NotFound, SlctError
-from .models import (
+from slct_workflows import clock
+from slct_workflows.runtime.db import with_db_retries
+from slct_workflows.definitions import Definition, accepts_value, registry, split_method
+from slct_workflows.errors import NotFound, SlctError
+from slct_workflows.models import (
     Channel, Event, EventKind, Goroutine, GoroutineStatus, PendingCase, ProcessInstance, ProcessStatus,
 )
 

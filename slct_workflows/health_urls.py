@@ -7,7 +7,7 @@ SLCT_METRICS_ALLOW (docs/OPERATIONS.md).
 """
 from django.urls import re_path
 
-from . import health, metrics
+from slct_workflows import health, metrics
 
 urlpatterns = [
     re_path(r"^healthz/?$", health.healthz, name="slct-healthz"),

@@ -32,7 +32,7 @@ import os
 from datetime import datetime
 from typing import Any, Iterable, Iterator
 
-from . import conf
+from slct_workflows import conf
 
 log = logging.getLogger("slct_workflows")
 
@@ -115,7 +115,7 @@ def observe_step(result: Any, seconds: float, now: datetime | None = None) -> No
             return
         since = getattr(result, "runnable_since", None)
         if since is not None:
-            from . import clock
+            from slct_workflows import clock
 
             WAKEUP_SECONDS.observe(max(0.0, ((now or clock.now()) - since).total_seconds()))
     except Exception:
@@ -142,7 +142,7 @@ def observe_sweep(ok: bool, report: Any, seconds: float) -> None:
 
 def _listen_to_sweeps() -> None:
     try:
-        from . import timer_loop
+        from slct_workflows.workers import timer_loop
     except Exception:  # pragma: no cover - an import problem elsewhere must not hide the metrics
         log.warning("metrics: sweeps are not counted (timer_loop failed to import)", exc_info=True)
         return
@@ -175,9 +175,9 @@ class RuntimeCollector:
     def _database(self) -> Iterable[Any]:
         from django.db.models import Count, Min, Q
 
-        from . import clock
-        from . import selectors
-        from .models import Goroutine, GoroutineStatus, ProcessInstance, ProcessStatus
+        from slct_workflows import clock
+        from slct_workflows import selectors
+        from slct_workflows.models import Goroutine, GoroutineStatus, ProcessInstance, ProcessStatus
 
         now = clock.now()
         # Runnable goroutines of running processes (the partial index slct_goroutine_active);
@@ -229,7 +229,9 @@ class RuntimeCollector:
     def _redis(self) -> Iterable[Any]:
         from rq import Queue
 
-        from . import health, heartbeat
+        from slct_workflows import health
+
+        from slct_workflows.workers import heartbeat
 
         client = health.redis_client()
         queue = Queue(conf.queue_name(), connection=client)

@@ -8,7 +8,8 @@ import uuid
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
+from django.db.models.functions import Coalesce
 
 
 def new_id() -> str:
@@ -86,6 +87,12 @@ class ProcessInstance(models.Model):
             models.Index(
                 fields=["status", "definition"], name="slct_process_active",
                 condition=Q(status__in=["running", "failed"]),
+            ),
+            # Retention's batch selection (slct_workflows/retention.py), oldest finished first:
+            # a failed process has no finished_at, its last write is when it failed.
+            models.Index(
+                Coalesce("finished_at", "updated_at"), F("id"), name="slct_process_retention",
+                condition=Q(status__in=["done", "cancelled", "failed"]),
             ),
         ]
 
@@ -319,3 +326,34 @@ class Outbox(models.Model):
         verbose_name_plural = "outbox"
         indexes = [models.Index(fields=["status", "created_at"], name="slct_outbox_pending",
                                 condition=Q(status="pending"))]
+
+
+class Schedule(models.Model):
+    """A process started on a schedule (slct_workflows.schedules). Rows declared in code
+    (`@register(..., schedule=...)`) are written by the workers at each tick; operators add
+    their own in the admin."""
+
+    CATCHUP_CHOICES = [("skip", "Skip missed slots"), ("latest", "Run the latest missed slot once")]
+
+    name = models.CharField(max_length=183, unique=True)
+    definition = models.CharField(max_length=200)
+    cron = models.CharField(max_length=200, blank=True, default="")
+    interval_seconds = models.PositiveIntegerField(null=True, blank=True)
+    timezone = models.CharField(max_length=64, default="UTC")
+    input = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
+    enabled = models.BooleanField(default=True)
+    catchup = models.CharField(max_length=16, choices=CATCHUP_CHOICES, default="skip")
+    declared_in_code = models.BooleanField(default=False)
+    last_slot = models.DateTimeField(null=True, blank=True)
+    last_process_id = models.CharField(max_length=200, blank=True, default="")
+    last_error = models.TextField(blank=True, default="")
+    next_run = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [models.Index(fields=["next_run"], name="slct_schedule_due", condition=Q(enabled=True))]
+
+    def __str__(self) -> str:
+        return self.name

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-from . import semantics
-from .definitions import split_method
-from .errors import DeclarationError
-from .policy import ChannelPolicy
-from .values import MAX_CAPACITY, NAME_MAX, NAME_RULE, ValueError_, is_name, to_json
+from slct_workflows import semantics
+from slct_workflows.definitions import split_method
+from slct_workflows.errors import DeclarationError
+from slct_workflows.policy import ChannelPolicy
+from slct_workflows.values import MAX_CAPACITY, NAME_MAX, NAME_RULE, ValueError_, is_name, to_json
 
 @dataclass
 class GoDecl:

@@ -5,8 +5,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from . import clock
-from .models import BufferedValue, Channel, Event, Goroutine, GoroutineStatus, PendingCase, ProcessInstance
+from slct_workflows import clock
+from slct_workflows.models import BufferedValue, Channel, Event, Goroutine, GoroutineStatus, PendingCase, ProcessInstance
 
 
 @dataclass
@@ -236,7 +236,7 @@ class Dashboard:
 
 def paused_goroutines(process: ProcessInstance | str | None = None):
     """Goroutines the runaway guard paused, in running processes, oldest pause first."""
-    from .models import ProcessStatus
+    from slct_workflows.models import ProcessStatus
 
     qs = Goroutine.objects.filter(status=GoroutineStatus.PAUSED, process__status=ProcessStatus.RUNNING)
     if process is not None:
@@ -253,7 +253,7 @@ def overdue_timer_cases(now: datetime):
 def dashboard(now: datetime | None = None, limit: int = 50) -> Dashboard:
     from django.db.models import Case, Count, Min, Value, When
 
-    from .models import ProcessStatus
+    from slct_workflows.models import ProcessStatus
 
     now = now or clock.now()
     statuses = [s for s, _ in ProcessStatus.choices]
@@ -453,7 +453,7 @@ def describe_cases(view: GoroutineView, roles: dict[str, ChannelRole], now: date
 def waiting_summary(procs, now: datetime | None = None) -> dict[str, dict[str, Any]]:
     """For a page of the process list: {process id: {"items": [{"kind", "short", "url", "channel"}],
     "since": oldest block}} in a fixed number of queries, however many processes."""
-    from .models import ProcessStatus
+    from slct_workflows.models import ProcessStatus
 
     now = now or clock.now()
     procs = [p for p in procs if p.status == ProcessStatus.RUNNING]

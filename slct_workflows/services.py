@@ -11,17 +11,19 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from . import access, channels, clock, dispatch, semantics
-from .access import Sender
-from .db import with_db_retries
-from .definitions import Definition, registry
-from .engine import deliver_result, end_goroutines
-from .errors import ChannelClosed, Conflict, InvalidInput, NoReceiver, NotFound, QueueUnavailable
-from .models import (
+from slct_workflows import access, clock, semantics
+
+from slct_workflows.runtime import channels, dispatch
+from slct_workflows.access import Sender
+from slct_workflows.runtime.db import with_db_retries
+from slct_workflows.definitions import Definition, registry
+from slct_workflows.runtime.engine import deliver_result, end_goroutines
+from slct_workflows.errors import ChannelClosed, Conflict, InvalidInput, NoReceiver, NotFound, QueueUnavailable
+from slct_workflows.models import (
     Channel, Event, EventKind, ExternalSend, Goroutine, GoroutineStatus, Outbox, OutboxStatus, PendingCase,
     ProcessInstance, ProcessStatus, SendStatus, new_id,
 )
-from .values import KEY_RULE, MAX_CAPACITY, NAME_RULE, ValueError_, fingerprint, is_key, is_name, to_json
+from slct_workflows.values import KEY_RULE, MAX_CAPACITY, NAME_RULE, ValueError_, fingerprint, is_key, is_name, to_json
 
 
 
@@ -213,7 +215,7 @@ def set_state(
     REST's limits (nesting, storable JSON, SLCT_MAX_VALUE_BYTES): otherwise InvalidInput, and
     nothing changes. `expected_step_count` (the step the operator looked at) refuses the edit
     with a Conflict if the process has moved on since."""
-    from . import state_schema
+    from slct_workflows import state_schema
 
     if not isinstance(state, dict):
         raise InvalidInput("state must be a JSON object of the definition's fields")
@@ -437,7 +439,7 @@ def sweep(grace_seconds: float | None = None) -> SweepReport:
     enqueues does nothing if the work was already done."""
     from datetime import timedelta
 
-    from . import conf
+    from slct_workflows import conf
 
     grace = timedelta(seconds=conf.sweep_grace() if grace_seconds is None else grace_seconds)
     now = clock.now()

@@ -54,7 +54,7 @@ def loads(text: str) -> Any:
     """Parse JSON text as the REST API does (no NaN/Infinity): ValueError with a clear message
     otherwise, also for text nested too deep for the parser (never a RecursionError). The
     limits are the service's to check (set_state)."""
-    from .api.parsers import MAX_DEPTH  # imported here: the api package pulls in DRF
+    from slct_workflows.api.parsers import MAX_DEPTH  # imported here: the api package pulls in DRF
 
     try:
         value = json.loads(text, parse_constant=_reject_constant)
@@ -67,7 +67,7 @@ def loads(text: str) -> Any:
 
 def check_limits(value: Any, where: str = "state") -> None:
     """REST's nesting and storability rules (ValueError). Safe on any depth: it stops at the limit."""
-    from .api.parsers import MAX_DEPTH, check_storable
+    from slct_workflows.api.parsers import MAX_DEPTH, check_storable
 
     try:
         check_storable(value, where=where)

@@ -35,9 +35,13 @@ from typing import Any, Iterator
 from django.db.models import Q
 from django.utils import timezone
 
-from . import channels, clock, dispatch, jobs, services
-from .definitions import Registry, registry
-from .models import (
+from slct_workflows import clock, services
+
+from slct_workflows.runtime import channels, dispatch
+
+from slct_workflows.workers import jobs
+from slct_workflows.definitions import Registry, registry
+from slct_workflows.models import (
     Event, EventKind, Goroutine, GoroutineStatus, Outbox, OutboxStatus, PendingCase, ProcessInstance, ProcessStatus,
 )
 

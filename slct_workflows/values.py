@@ -64,7 +64,7 @@ def to_json(value: Any, max_bytes: int | None = None) -> Any:
     except (TypeError, ValueError) as exc:
         raise ValueError_(f"{type(exc).__name__}: {exc}") from None
     if max_bytes is None:
-        from . import conf
+        from slct_workflows import conf
 
         max_bytes = conf.max_value_bytes()
     if len(text.encode()) > max_bytes:

@@ -2,7 +2,7 @@
 
 Every step is one transaction; its queries are most of its cost (see docs/PERFORMANCE.md). This
 drives two "pingpong" processes (slct_project/workflows.py) step by step with
-slct_workflows.engine.run_step, in real transactions (transactional_db, as in a worker), and counts
+slct_workflows.runtime.engine.run_step, in real transactions (transactional_db, as in a worker), and counts
 the queries of each kind of step in the steady state:
 
 * a step whose select sends to a goroutine blocked on the channel (rendezvous: fires it);
@@ -20,7 +20,9 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from slct_workflows import engine, services
+from slct_workflows import services
+
+from slct_workflows.runtime import engine
 from slct_workflows.models import Goroutine, GoroutineStatus
 from slct_workflows.testing import WorkflowRunner
 

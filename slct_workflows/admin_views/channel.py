@@ -13,11 +13,11 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 
-from .. import selectors, services
-from ..access import Sender
-from ..errors import SlctError
-from ..models import Channel, SendStatus
-from .common import (
+from slct_workflows import selectors, services
+from slct_workflows.access import Sender
+from slct_workflows.errors import SlctError
+from slct_workflows.models import Channel, SendStatus
+from slct_workflows.admin_views.common import (
     PERM_CLOSE, PERM_SEND, channel_url, confirm_page, confirmed, pretty_json, process_url, require, service_error,
 )
 
@@ -82,7 +82,7 @@ def page_context(request, chan: Channel) -> dict[str, Any]:
 def _role(chan: Channel, view) -> dict[str, Any] | None:
     """What the channel is, when it is more than a name: a child's result channel (and its parent),
     a Slack question's reply channel, a state field of the processes that wait on it."""
-    from ..models import ProcessInstance
+    from slct_workflows.models import ProcessInstance
 
     pids = {w["process"] for w in view.receivers + view.senders if "process" in w}
     states = dict(ProcessInstance.objects.filter(pk__in=pids).values_list("pk", "state"))

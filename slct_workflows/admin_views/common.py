@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils.html import escape, format_html
 from django.utils.safestring import SafeString, mark_safe
 
-from ..errors import SlctError
+from slct_workflows.errors import SlctError
 
 APP = "slct_workflows"
 PERM_OPERATE_PROCESS = f"{APP}.change_processinstance"  # cancel, retry, sweep
@@ -135,7 +135,7 @@ def _timer_words(deadline, now) -> str:
 def goroutine_waits_html(view, roles: dict, since=None, now=None) -> SafeString:
     """"Main waits for child process expense 86c07… to finish or 00:59:12 left on a timer, then
     Main_Done · blocked for 3 min", each counterpart linked."""
-    from .. import clock, selectors
+    from slct_workflows import clock, selectors
 
     now = now or clock.now()
     if view.status != "blocked":

@@ -9,10 +9,10 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 
-from .. import clock, conf, selectors, services, timeline
-from ..errors import SlctError
-from ..models import GoroutineStatus, ProcessInstance, ProcessStatus
-from .common import (
+from slct_workflows import clock, conf, selectors, services, timeline
+from slct_workflows.errors import SlctError
+from slct_workflows.models import GoroutineStatus, ProcessInstance, ProcessStatus
+from slct_workflows.admin_views.common import (
     PERM_OPERATE_PROCESS, PERM_SEND, can_view_processes, channel_url, confirm_page, confirmed, process_url, require,
     goroutine_waits_html, service_error,
 )
@@ -32,7 +32,7 @@ def _plain_waits(view, roles, now) -> str:
 
 
 def timeline_svg(proc: ProcessInstance, *, prefix: str = "tl") -> str:
-    from ..models import Event
+    from slct_workflows.models import Event
 
     total = Event.objects.filter(process_id=proc.pk).count()
     events = list(Event.objects.filter(process_id=proc.pk).order_by("-seq")[:TIMELINE_STEPS])[::-1]
@@ -75,7 +75,7 @@ def _involved(proc: ProcessInstance) -> list[tuple[Any, str, str]]:
 
 def page_context(request, proc: ProcessInstance) -> dict[str, Any]:
     """What the process page shows beyond its fields."""
-    from ..models import Event, PendingCase
+    from slct_workflows.models import Event, PendingCase
 
     now = clock.now()
     user = request.user

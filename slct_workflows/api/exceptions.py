@@ -19,8 +19,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from ..errors import ChannelClosed, Conflict, Forbidden, InvalidInput, NoReceiver, NotFound, QueueUnavailable, SlctError
-from ..values import NAME_RULE
+from slct_workflows.errors import ChannelClosed, Conflict, Forbidden, InvalidInput, NoReceiver, NotFound, QueueUnavailable, SlctError
+from slct_workflows.values import NAME_RULE
 
 SERVICE_STATUS: list[tuple[type[SlctError], int]] = [
     (NotFound, status.HTTP_404_NOT_FOUND),

@@ -11,8 +11,8 @@ from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
 from rest_framework.renderers import JSONRenderer
 
-from .. import conf
-from .exceptions import PayloadTooLarge
+from slct_workflows import conf
+from slct_workflows.api.exceptions import PayloadTooLarge
 
 MAX_DEPTH = 64
 UNSTORABLE = re.compile("[\x00\ud800-\udfff]")

@@ -12,12 +12,12 @@ from django.db import models as dj_models
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from .. import selectors
-from ..definitions import Definition, registry
-from ..access import effective_policy
-from ..errors import NotFound
-from ..models import Channel, Event, ExternalSend, ProcessInstance, ProcessStatus, SendPolicy, SendStatus
-from ..values import MAX_CAPACITY, NAME_CHARS, NAME_MAX, NAME_PATTERN, NAME_RULE, is_name
+from slct_workflows import selectors
+from slct_workflows.definitions import Definition, registry
+from slct_workflows.access import effective_policy
+from slct_workflows.errors import NotFound
+from slct_workflows.models import Channel, Event, ExternalSend, ProcessInstance, ProcessStatus, SendPolicy, SendStatus
+from slct_workflows.values import MAX_CAPACITY, NAME_CHARS, NAME_MAX, NAME_PATTERN, NAME_RULE, is_name
 
 # JSON values (inputs, channel values, state): any JSON the databases can store. Strings and
 # object keys may not contain NUL (PostgreSQL cannot store it) or unpaired surrogates (not

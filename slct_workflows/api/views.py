@@ -18,17 +18,17 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from .. import conf, selectors, services
-from ..access import Sender
-from ..db import consistent_read
-from ..definitions import registry
-from ..models import SendStatus
-from ..values import KEY_PATTERN, KEY_RULE, NAME_PATTERN, NAME_RULE, is_key
-from . import permissions as perms
-from . import serializers as s
-from .exceptions import BadRequest, exception_handler
-from .parsers import UNSTORABLE, StrictJSONParser, limit_exceeded
-from .schema import SlctAutoSchema
+from slct_workflows import conf, selectors, services
+from slct_workflows.access import Sender
+from slct_workflows.runtime.db import consistent_read
+from slct_workflows.definitions import registry
+from slct_workflows.models import SendStatus
+from slct_workflows.values import KEY_PATTERN, KEY_RULE, NAME_PATTERN, NAME_RULE, is_key
+from slct_workflows.api import permissions as perms
+from slct_workflows.api import serializers as s
+from slct_workflows.api.exceptions import BadRequest, exception_handler
+from slct_workflows.api.parsers import UNSTORABLE, StrictJSONParser, limit_exceeded
+from slct_workflows.api.schema import SlctAutoSchema
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 BODY_METHODS = ("POST", "PUT", "PATCH")

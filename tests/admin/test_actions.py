@@ -7,7 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from slct_workflows import clock, dispatch, services
+from slct_workflows import clock, services
+
+from slct_workflows.runtime import dispatch
 from slct_workflows.models import Event, ExternalSend, Goroutine, ProcessInstance
 
 from .conftest import messages_of

@@ -152,7 +152,7 @@ class _Capture(logging.Handler):
 
 
 def test_rq_per_job_lines_are_debug_and_the_rest_stays_info():
-    from slct_workflows.worker import RoutineAtDebug
+    from slct_workflows.workers.worker import RoutineAtDebug
 
     logger = logging.getLogger("dx-test-rq-worker")
     logger.setLevel(logging.DEBUG)
@@ -175,7 +175,7 @@ def test_rq_per_job_lines_are_debug_and_the_rest_stays_info():
 
 
 def test_the_activity_summary_says_what_happened_only_when_something_did():
-    from slct_workflows.worker import Activity
+    from slct_workflows.workers.worker import Activity
 
     activity = Activity()
     activity.add(sweeps_ok=3)

@@ -8,7 +8,9 @@ import pytest
 from django.test import TestCase
 from django.utils import timezone
 
-from slct_workflows import clock, dispatch
+from slct_workflows import clock
+
+from slct_workflows.runtime import dispatch
 from slct_workflows.definitions import registry
 from slct_workflows.testing import Stuck, WorkflowRunner, forget, isolated_registry
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
-from slct_workflows import dispatch, jobs, services
+from slct_workflows import services
+
+from slct_workflows.runtime import dispatch
+
+from slct_workflows.workers import jobs
 from slct_workflows.models import ProcessInstance
 from slct_workflows.testing import NullDispatcher
 from tests.conftest import wait_until

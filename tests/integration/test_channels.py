@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from slct_workflows import channels, services
+from slct_workflows import services
+
+from slct_workflows.runtime import channels
 from slct_workflows.models import BufferedValue, Goroutine, GoroutineStatus, PendingCase
 
 from . import workflows_for_tests  # noqa: F401  (registers the t-* definitions)

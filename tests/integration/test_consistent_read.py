@@ -6,7 +6,7 @@ import threading
 import pytest
 from django.db import connection, connections
 
-from slct_workflows.db import consistent_read
+from slct_workflows.runtime.db import consistent_read
 from slct_workflows.models import Channel
 
 

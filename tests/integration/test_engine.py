@@ -143,7 +143,7 @@ def test_external_send_idempotency_and_outcomes(runner):
     assert services.get_send("k3").status == "closed"
     with pytest.raises(ChannelClosed):
         services.send("ext", 4, "k4")
-    from slct_workflows.channels import buffer_values
+    from slct_workflows.runtime.channels import buffer_values
 
     assert buffer_values("ext") == [1]
 
@@ -199,7 +199,9 @@ def test_an_operator_can_replace_the_state_deliberately(runner):
 def test_due_timers_fire_in_bulk_once(runner):
     from datetime import timedelta
 
-    from slct_workflows import clock, engine
+    from slct_workflows import clock
+
+    from slct_workflows.runtime import engine
 
     pids = [runner.start("t-sleeper") for _ in range(3)]
     later = runner.start("counter", {"idle_seconds": 7200, "channel": "bulk-c"})

@@ -6,7 +6,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from slct_workflows import services
-from slct_workflows.fixed_sql import FixedQuery, FixedValues
+from slct_workflows.runtime.fixed_sql import FixedQuery, FixedValues
 from slct_workflows.models import Channel, Goroutine
 
 pytestmark = pytest.mark.django_db
@@ -56,7 +56,7 @@ def _process(pid: str = "fx-p"):
 def test_fixed_save_writes_every_column_like_save_and_sends_the_signals():
     from django.db.models.signals import post_save, pre_save
 
-    from slct_workflows.fixed_sql import FixedSave
+    from slct_workflows.runtime.fixed_sql import FixedSave
     from slct_workflows.models import ProcessInstance
 
     proc, _ = _process()
@@ -85,7 +85,7 @@ def test_fixed_save_writes_every_column_like_save_and_sends_the_signals():
 def test_fixed_save_of_a_row_that_is_gone_raises():
     from django.db import DatabaseError
 
-    from slct_workflows.fixed_sql import FixedSave
+    from slct_workflows.runtime.fixed_sql import FixedSave
     from slct_workflows.models import ProcessInstance
 
     proc, _ = _process()
@@ -95,7 +95,7 @@ def test_fixed_save_of_a_row_that_is_gone_raises():
 
 
 def test_fixed_insert_and_write_store_what_the_orm_would():
-    from slct_workflows.fixed_sql import FixedInsert, FixedWrite
+    from slct_workflows.runtime.fixed_sql import FixedInsert, FixedWrite
     from slct_workflows.models import PendingCase
 
     services.create_channel("fx-c")
@@ -120,7 +120,7 @@ def test_fixed_insert_and_write_store_what_the_orm_would():
 
 
 def test_writes_executed_together_all_land_in_one_round_trip_on_postgresql():
-    from slct_workflows.fixed_sql import FixedInsert, FixedSave, execute_together
+    from slct_workflows.runtime.fixed_sql import FixedInsert, FixedSave, execute_together
     from slct_workflows.models import Event, ProcessInstance
 
     proc, g = _process()
@@ -143,7 +143,7 @@ def test_writes_executed_together_all_land_in_one_round_trip_on_postgresql():
 def test_a_write_together_that_misses_its_row_raises_and_names_it():
     from django.db import DatabaseError, transaction
 
-    from slct_workflows.fixed_sql import FixedSave, execute_together
+    from slct_workflows.runtime.fixed_sql import FixedSave, execute_together
     from slct_workflows.models import ProcessInstance
 
     proc, g = _process()
@@ -155,7 +155,7 @@ def test_a_write_together_that_misses_its_row_raises_and_names_it():
 
 
 def test_fixed_write_with_a_composite_key_touches_only_that_row():
-    from slct_workflows.fixed_sql import FixedWrite
+    from slct_workflows.runtime.fixed_sql import FixedWrite
     from slct_workflows.models import BufferedValue
 
     services.create_channel("fx-buf", capacity=3)
@@ -167,7 +167,7 @@ def test_fixed_write_with_a_composite_key_touches_only_that_row():
 
 
 def test_reads_together_are_one_round_trip_on_postgresql_and_match_reading_one_by_one():
-    from slct_workflows.fixed_sql import read_together
+    from slct_workflows.runtime.fixed_sql import read_together
 
     services.create_channel("fx-r1")
     services.create_channel("fx-r2", capacity=2)
@@ -195,8 +195,8 @@ def test_a_read_sent_with_a_lock_sees_what_the_previous_lock_holder_committed():
 
     from django.db import transaction
 
-    from slct_workflows.engine import _GOROUTINES, _LOCK_PROCESS
-    from slct_workflows.fixed_sql import read_together
+    from slct_workflows.runtime.engine import _GOROUTINES, _LOCK_PROCESS
+    from slct_workflows.runtime.fixed_sql import read_together
     from slct_workflows.models import ProcessInstance
 
     proc, g = _process("fx-lock")

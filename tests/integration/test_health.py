@@ -8,7 +8,9 @@ import time
 import pytest
 from django.urls import include, path
 
-from slct_workflows import health, heartbeat
+from slct_workflows import health
+
+from slct_workflows.workers import heartbeat
 from tests.conftest import wait_until
 
 # The endpoints as slct_project/urls.py mounts them (tested through this module as the URLconf).

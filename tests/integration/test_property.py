@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from slct_workflows import Process, clock, conf, register, services
-from slct_workflows.channels import buffer_values
+from slct_workflows.runtime.channels import buffer_values
 from slct_workflows.errors import ChannelClosed, NoReceiver
 from slct_workflows.models import ExternalSend, Goroutine, PendingCase, ProcessInstance
 from slct_workflows.testing import WorkflowRunner

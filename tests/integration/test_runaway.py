@@ -15,7 +15,9 @@ from datetime import timedelta
 
 import pytest
 
-from slct_workflows import Process, clock, dispatch, register, services
+from slct_workflows import Process, clock, register, services
+
+from slct_workflows.runtime import dispatch
 from slct_workflows.errors import Conflict
 from slct_workflows.models import Event, EventKind, Goroutine, GoroutineStatus, ProcessStatus
 
@@ -166,7 +168,8 @@ def test_the_closed_channel_counter_is_paused_within_the_limit(runner, limit):
 
 
 def test_a_paused_goroutine_is_not_run_again(runner, limit):
-    from slct_workflows import engine, jobs
+    from slct_workflows.runtime import engine
+    from slct_workflows.workers import jobs
 
     pid = paused_counter(runner)
     g = main(pid)

@@ -9,10 +9,12 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from slct_workflows import clock, dispatch
+from slct_workflows import clock
+
+from slct_workflows.runtime import dispatch
 from slct_workflows.models import Goroutine
 from slct_workflows.testing import NullDispatcher
-from slct_workflows.timer_loop import TimerLoop
+from slct_workflows.workers.timer_loop import TimerLoop
 
 from . import workflows_for_tests  # noqa: F401  (t-sleeper)
 

@@ -281,7 +281,7 @@ def test_database_taken_away_while_workers_run(rel_workers, tmp_path):
             th.join(120)
         assert not errors, f"errors reached the caller while the writer lock was held: {errors[:5]}"
         assert statuses == ["buffered"] * 30, statuses
-        from slct_workflows.channels import buffer_values
+        from slct_workflows.runtime.channels import buffer_values
 
         assert sorted(buffer_values("d-ext")) == sorted([t, i] for t in range(3) for i in range(10))
 

@@ -8,8 +8,10 @@ import logging
 
 import pytest
 
-from slct_workflows import heartbeat, jobs, services, timer_loop
-from slct_workflows.timer_loop import TimerLoop
+from slct_workflows import services
+
+from slct_workflows.workers import heartbeat, jobs, timer_loop
+from slct_workflows.workers.timer_loop import TimerLoop
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import weakref
 import pytest
 from django.db import OperationalError, ProgrammingError
 
-from slct_workflows import db
+from slct_workflows.runtime import db
 
 
 class _Cause(Exception):

@@ -1,7 +1,7 @@
 """How wake-ups are cut into RQ jobs (pure arithmetic, no Redis)."""
 from __future__ import annotations
 
-from slct_workflows.dispatch import wake_job_size
+from slct_workflows.runtime.dispatch import wake_job_size
 
 
 def test_wake_jobs_carry_one_goroutine_each_while_few_then_batch():

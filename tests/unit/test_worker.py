@@ -8,7 +8,7 @@ from rq.worker import SimpleWorker
 
 from slct_workflows import conf
 
-from slct_workflows.worker import Worker
+from slct_workflows.workers.worker import Worker
 
 
 def test_rqworker_defaults_to_the_non_forking_worker_with_the_timer_loop():

@@ -1,6 +1,8 @@
 from django.core.management.base import BaseCommand
 
-from slct_workflows import conf, jobs, timer_loop
+from slct_workflows import conf
+
+from slct_workflows.workers import jobs, timer_loop
 
 
 class Command(BaseCommand):

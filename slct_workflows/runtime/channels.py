@@ -1,0 +1,351 @@
+"""Channel rows in a transaction: create, lock in name order, snapshot, and apply decisions.
+
+Used by the step engine and by the services (external sends, closes, cancels). Lock order is
+always: process row(s), then channel rows sorted by name, then counterpart goroutine rows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Hashable, Iterable
+
+from django.db.models import F, Window
+from django.db.models.functions import RowNumber
+
+from slct_workflows import semantics
+
+from slct_workflows.runtime import dispatch
+from slct_workflows.runtime.fixed_sql import (
+    FixedInsert, FixedQuery, FixedValues, FixedWrite, execute_together, read_together, sends_together,
+)
+from slct_workflows.models import (
+    BufferedValue, Channel, ExternalSend, Goroutine, GoroutineStatus, PendingCase, SendStatus,
+)
+
+
+def goroutine_owner(gid: int) -> tuple[str, int]:
+    return ("g", gid)
+
+
+def external_owner(key: str) -> tuple[str, str]:
+    return ("x", key)
+
+
+@dataclass
+class LockedChannels:
+    """The locked channel rows of one transaction and a live semantic snapshot of them."""
+
+    rows: dict[str, Channel]
+    states: dict[str, semantics.ChannelState]
+    wait_seqs: dict[Hashable, int] = field(default_factory=dict)  # owner -> wait_seq of its pending cases
+    # Owners already checked in this transaction: True = still waiting (and now locked).
+    live: dict[Hashable, bool] = field(default_factory=dict)
+    woken: list[int] = field(default_factory=list)  # goroutine ids to enqueue after commit
+    owners: dict[Hashable, dict] = field(default_factory=dict)  # owner -> {"process", "goroutine"}
+    buffer_sources: dict[str, list] = field(default_factory=dict)  # who sent each buffered value
+    buffer_seqs: dict[str, list[int]] = field(default_factory=dict)
+    # (channel, kind) with waiters not read yet, and the last pending case id read for each.
+    unread: set[tuple[str, str]] = field(default_factory=set)
+    last_waiter: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def state(self, name: str) -> semantics.ChannelState:
+        return self.states[name]
+
+
+def ensure(names: Iterable[str], capacities: dict[str, int] | None = None) -> None:
+    """Create missing channels (unbuffered unless a capacity is given) without racing others."""
+    capacities = capacities or {}
+    wanted = sorted(set(names))
+    if wanted:
+        Channel.objects.bulk_create(
+            [Channel(name=n, capacity=capacities.get(n, 0)) for n in wanted], ignore_conflicts=True
+        )
+
+
+def make(rows: list[Channel]) -> None:
+    """Create channels a step makes, with their owner and policy. A name taken meanwhile raises
+    IntegrityError (the step fails and retries, then finds the name taken): never adopt a row
+    someone else made, or an outsider could pre-create a private channel's name as open."""
+    Channel.objects.bulk_create(sorted(rows, key=lambda c: c.name))
+
+
+_LOCK_CHANNELS = FixedQuery(lambda names: Channel.objects.select_for_update().filter(name__in=names).order_by("name"))
+
+
+def lock(names: Iterable[str], *, create: bool = False) -> LockedChannels:
+    """Lock the named channels in name order; with `create`, missing ones are made unbuffered.
+
+    The lock, the buffers and the waiters are read in one round trip where the driver allows it
+    (`fixed_sql.read_together`: the reads after the lock start once it is held). Creating after
+    locking the others takes the new rows out of order; only a first use of a name pays that,
+    and a deadlock it could cause is retried like any other.
+    """
+    wanted = sorted(set(names))
+    if not wanted:
+        return LockedChannels(rows={}, states={})
+    # Mostly a few waiters: one plain read takes them all. Past that, the oldest few per
+    # direction (a window query, dearer to run); a channel found that busy is read that way
+    # directly next time (a hint kept per worker process, right or wrong it reads the same rows).
+    busy_hint = bool(_busy.intersection(wanted))
+    waiters_read = (
+        (_OLDEST_WAITERS, (wanted, KINDS, WAITERS_READ)) if busy_hint else (_FEW_WAITERS, (wanted, KINDS))
+    )
+    # In one round trip the buffers of every named channel come along (none for unbuffered ones);
+    # statement by statement only the buffered channels' are read, once their capacity is known.
+    together = sends_together()
+
+    def read() -> tuple[list[Channel], list | None, list]:
+        if together:
+            return tuple(read_together((_LOCK_CHANNELS, (wanted,)), (_BUFFERS, (wanted,)), waiters_read))
+        chans, waiters = read_together((_LOCK_CHANNELS, (wanted,)), waiters_read)
+        return chans, None, waiters
+
+    chans, buffers, waiters = read()
+    if create and len(chans) < len(wanted):
+        found = {c.name for c in chans}
+        ensure([n for n in wanted if n not in found])
+        chans, buffers, waiters = read()
+    if buffers is None:
+        buffered = [c.name for c in chans if c.capacity > 0]
+        buffers = _BUFFERS(buffered) if buffered else []
+    rows = {c.name: c for c in chans}
+    states = {n: semantics.ChannelState(name=n, capacity=c.capacity, closed=c.closed) for n, c in rows.items()}
+    locked = LockedChannels(
+        rows=rows, states=states, buffer_sources={n: [] for n in rows}, buffer_seqs={n: [] for n in rows}
+    )
+    for chan, seq, value, source in buffers:
+        states[chan].buffer.append(value)
+        locked.buffer_seqs[chan].append(seq)
+        locked.buffer_sources[chan].append(source)
+    if not busy_hint and len(waiters) <= WAITERS_READ:
+        _add_waiters(locked, waiters, limited=False)
+        return locked
+    if not busy_hint:  # more than a few: read the oldest few per direction instead
+        waiters = _OLDEST_WAITERS(wanted, KINDS, WAITERS_READ)
+    _add_waiters(locked, waiters, limited=True)
+    busy = {chan for chan, _ in locked.unread}
+    if len(_busy) > 10_000:
+        _busy.clear()
+    _busy.difference_update(set(wanted) - busy)
+    _busy.update(busy)
+    return locked
+
+
+KINDS = ["recv", "send"]
+_busy: set[str] = set()
+
+
+# A decision only ever takes the oldest live waiter of a channel's receivers or senders (a close
+# takes them all, and reads them all first). Reading a few per direction keeps a step on a busy
+# channel (a hundred blocked senders) from loading every one of them while it holds the lock.
+WAITERS_READ = 8
+
+_WAITER_FIELDS = (
+    "id", "channel_id", "kind", "goroutine_id", "external_send_id", "wait_seq", "target", "value",
+    "goroutine__process_id", "goroutine__name",
+)
+
+
+_FEW_WAITERS = FixedValues(
+    lambda names, kinds: PendingCase.objects.filter(channel_id__in=names, kind__in=kinds)
+    .order_by("id").values_list(*_WAITER_FIELDS)[: WAITERS_READ + 1]
+)
+_OLDEST_WAITERS = FixedValues(
+    lambda names, kinds, n: PendingCase.objects.filter(channel_id__in=names, kind__in=kinds)
+    .annotate(rank=Window(RowNumber(), partition_by=[F("channel_id"), F("kind")], order_by=F("id").asc()))
+    .filter(rank__lte=n).order_by("id").values_list(*_WAITER_FIELDS)
+)
+_BUFFERS = FixedValues(
+    lambda names: BufferedValue.objects.filter(channel_id__in=names).order_by("channel_id", "seq")
+    .values_list("channel_id", "seq", "value", "source")
+)
+_WAITERS_AFTER = FixedValues(
+    lambda chan, kind, after: PendingCase.objects.filter(channel_id=chan, kind=kind, id__gt=after)
+    .order_by("id").values_list(*_WAITER_FIELDS)
+)
+_NEXT_WAITERS = FixedValues(
+    lambda chan, kind, after: PendingCase.objects.filter(channel_id=chan, kind=kind, id__gt=after)
+    .order_by("id").values_list(*_WAITER_FIELDS)[:WAITERS_READ]
+)
+_GOROUTINE_WAIT = FixedValues(
+    lambda gid: Goroutine.objects.select_for_update().filter(pk=gid).values_list("status", "wait_seq")
+)
+
+
+def _add_waiters(locked: LockedChannels, rows: Iterable[tuple], *, limited: bool) -> None:
+    counts: dict[tuple[str, str], int] = {}
+    for pid, chan, kind, gid, key, wait_seq, target, value, process_id, gname in rows:
+        counts[(chan, kind)] = counts.get((chan, kind), 0) + 1
+        locked.last_waiter[(chan, kind)] = pid
+        owner = goroutine_owner(gid) if gid is not None else external_owner(key)
+        if locked.live.get(owner) is False:
+            continue  # found stale (or fired) earlier in this transaction
+        locked.wait_seqs[owner] = wait_seq
+        locked.owners[owner] = {"process": process_id, "goroutine": gname} if gid is not None else {"external": key}
+        waiter = semantics.Waiter(ref=pid, owner=owner, op=kind, target=target, value=value)
+        st = locked.states[chan]
+        (st.receivers if kind == "recv" else st.senders).append(waiter)
+    for key, n in counts.items():
+        if limited and n >= WAITERS_READ:
+            locked.unread.add(key)
+        else:
+            locked.unread.discard(key)
+
+
+def _read_more(locked: LockedChannels, chan: str, kind: str, *, everything: bool = False) -> None:
+    """Read the waiters after the last one read for (chan, kind): the next few, or all of them."""
+    locked.unread.discard((chan, kind))
+    after = locked.last_waiter.get((chan, kind), 0)
+    rows = (_WAITERS_AFTER if everything else _NEXT_WAITERS)(chan, kind, after)
+    _add_waiters(locked, rows, limited=not everything)
+
+
+def _refill(locked: LockedChannels) -> None:
+    """A direction emptied by stale or fired waiters while older ones remain unread: read on."""
+    for chan, kind in list(locked.unread):
+        st = locked.states[chan]
+        if not (st.receivers if kind == "recv" else st.senders):
+            _read_more(locked, chan, kind)
+
+
+def read_all_waiters(locked: LockedChannels, chan: str) -> None:
+    for kind in ("recv", "send"):
+        if (chan, kind) in locked.unread:
+            _read_more(locked, chan, kind, everything=True)
+
+
+def is_live(locked: LockedChannels, owner: Hashable) -> bool:
+    """Lock the waiter's goroutine (or external send) and check it still waits on the same select."""
+    if owner in locked.live:
+        return locked.live[owner]
+    kind, ident = owner
+    if kind == "g":
+        row = next(iter(_GOROUTINE_WAIT(ident)), None)
+        ok = row is not None and row[0] == GoroutineStatus.BLOCKED and row[1] == locked.wait_seqs.get(owner)
+    else:
+        status = ExternalSend.objects.select_for_update().filter(pk=ident).values_list("status", flat=True).first()
+        ok = status == SendStatus.WAITING
+    locked.live[owner] = ok
+    return ok
+
+
+def decide(locked: LockedChannels, evaluate) -> semantics.Decision:
+    """Run `evaluate()` until every waiter it fires is still live; stale waiters are dropped."""
+    while True:
+        _refill(locked)
+        decision = evaluate()
+        stale = [f.waiter.owner for f in decision.fires if not is_live(locked, f.waiter.owner)]
+        if not stale:
+            return decision
+        for owner in stale:
+            for st in locked.states.values():
+                st.drop_owner(owner)
+
+
+def apply(locked: LockedChannels, decision: semantics.Decision, now: datetime, source: dict | None) -> list:
+    """Write a decision's buffer edits and wake its fired waiters; keep the snapshot in step.
+
+    `source` is who acts (for the history's arrows). Returns the sources of the popped values.
+    """
+    popped = []
+    for chan in decision.pops:
+        seq = locked.buffer_seqs[chan].pop(0)
+        locked.states[chan].buffer.pop(0)
+        popped.append(locked.buffer_sources[chan].pop(0))
+        _DELETE_BUFFERED((chan, seq))
+    # A push on a channel that was also popped is a blocked sender's value moving into the buffer.
+    handed_off = {f.channel: locked.owners.get(f.waiter.owner) for f in decision.fires if f.waiter.op == "send"}
+    for chan, value in decision.pushes:
+        # The buffer is read whole under the channel lock, so the next position is known without
+        # writing a counter on the (hot) channel row at every send.
+        seqs = locked.buffer_seqs[chan]
+        seq = (seqs[-1] if seqs else locked.rows[chan].next_seq) + 1
+        pushed_by = handed_off.get(chan, source) if chan in decision.pops else source
+        _INSERT_BUFFERED([BufferedValue(channel_id=chan, seq=seq, value=value, source=pushed_by)])
+        seqs.append(seq)
+        locked.buffer_sources[chan].append(pushed_by)
+        locked.states[chan].buffer.append(value)
+    for fire in decision.fires:
+        # A blocked sender fired by a pop on its channel moved its value into the buffer: it has
+        # no receiver yet (the one that popped got the oldest value, not this one).
+        into_buffer = fire.waiter.op == "send" and fire.channel in decision.pops
+        fire_waiter(locked, fire, now, source, into_buffer=into_buffer)
+    for popped_by in popped:
+        if popped_by and "external" in popped_by and source and "process" in source:
+            # An outside send's value leaves the buffer: its record names its real receiver.
+            ExternalSend.objects.filter(pk=popped_by["external"]).update(
+                status=SendStatus.RECEIVED, delivered_at=now, delivered_to=_receiver(source),
+            )
+    return popped
+
+
+def _receiver(source: dict) -> str:
+    return f"{source.get('process', '')}/{source.get('goroutine', '')}"
+
+
+_DELETE_BUFFERED = FixedWrite(BufferedValue, where=["channel", "seq"], delete=True)
+_INSERT_BUFFERED = FixedInsert(BufferedValue)
+_DELETE_CASES = FixedWrite(PendingCase, where="goroutine", delete=True)
+_FIRE_GOROUTINE = FixedWrite(
+    Goroutine, where="id", increment=["wait_seq"],
+    set=["status", "next_method", "next_value", "next_closed", "next_case", "next_source", "runnable_since",
+         "updated_at"],
+)
+
+
+def fire_waiter(
+    locked: LockedChannels, fire: semantics.Fire, now: datetime, source: dict | None, *, into_buffer: bool = False,
+) -> None:
+    owner = fire.waiter.owner
+    for st in locked.states.values():
+        st.drop_owner(owner)
+    locked.live[owner] = False
+    kind, ident = owner
+    if kind == "g":
+        # Locked and re-checked by is_live already: both writes go in one round trip where they can.
+        execute_together([_DELETE_CASES.statement(ident), _FIRE_GOROUTINE.statement(
+            ident,
+            status=GoroutineStatus.RUNNABLE,
+            next_method=fire.waiter.target,
+            next_value=fire.value,
+            next_closed=fire.closed,
+            next_case=f"{fire.waiter.op} {fire.channel}" + (" (closed)" if fire.closed else ""),
+            next_source=source if fire.waiter.op == "recv" else None,
+            runnable_since=now,
+            updated_at=now,
+        )])
+        locked.woken.append(ident)
+    else:
+        PendingCase.objects.filter(external_send_id=ident).delete()
+        if into_buffer:
+            ExternalSend.objects.filter(pk=ident).update(status=SendStatus.BUFFERED)
+            return
+        ExternalSend.objects.filter(pk=ident).update(
+            status=SendStatus.CLOSED if fire.closed else SendStatus.RECEIVED,
+            delivered_at=now,
+            delivered_to=_receiver(source) if source else "",
+        )
+
+
+def close(locked: LockedChannels, name: str, now: datetime, source: dict | None) -> bool:
+    """Close a locked channel. Returns False if it was already closed (a no-op)."""
+    st = locked.states[name]
+    if st.closed:
+        return False
+    read_all_waiters(locked, name)
+    decision = decide(locked, lambda: semantics.close_channel(locked.states[name]))
+    for fire in decision.fires:
+        fire_waiter(locked, fire, now, source)
+    st.closed = True
+    st.receivers, st.senders = [], []
+    Channel.objects.filter(pk=name).update(closed=True, closed_at=now)
+    locked.rows[name].closed = True
+    return True
+
+
+def wake_after_commit(locked: LockedChannels, extra: Iterable[int] = ()) -> None:
+    dispatch.after_commit_wake([*locked.woken, *extra])
+
+
+def buffer_values(name: str) -> list[Any]:
+    return list(BufferedValue.objects.filter(channel_id=name).order_by("seq").values_list("value", flat=True))

@@ -1,0 +1,560 @@
+"""One step in one transaction.
+
+lock the process row -> load state -> call the method -> lock the channels it
+touches (sorted) -> apply closes, new goroutines, the select (firing counterparts, locked and
+re-checked) or finish -> save state, history event, outbox -> commit -> enqueue wake-ups.
+
+A wake-up is consumed by the commit that uses it: a duplicate job finds the goroutine no longer
+runnable (or not yet due for retry) and does nothing. A method that raises rolls the whole
+transaction back (its own ORM writes included); the failure is recorded in a second one.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F, Min, Subquery
+from django.db.models.signals import post_save
+
+from slct_workflows import clock, conf, semantics
+
+from slct_workflows.runtime import channels, dispatch
+from slct_workflows.runtime.db import is_transient, with_db_retries
+from slct_workflows.definitions import Definition, accepts_value, registry, value_decoder
+from slct_workflows.errors import DeclarationError, NotFound
+from slct_workflows.runtime.fixed_sql import FixedInsert, FixedQuery, FixedSave, execute_together, read_together
+from slct_workflows.models import (
+    Channel, Event, EventKind, Goroutine, GoroutineStatus, Outbox, PendingCase, ProcessInstance, ProcessStatus,
+    SendPolicy, new_id,
+)
+from slct_workflows.policy import ChannelPolicy
+from slct_workflows.process import Process
+from slct_workflows.values import ValueError_, to_json
+
+log = logging.getLogger("slct_workflows")
+
+
+LIVE = (GoroutineStatus.RUNNABLE, GoroutineStatus.BLOCKED, GoroutineStatus.FAILED, GoroutineStatus.PAUSED)
+HOT_STEPS_MAX = 2**31 - 1  # the column's range: with the runaway guard off the count stops there
+
+
+@dataclass
+class StepResult:
+    ran: bool
+    runnable_again: bool = False  # the goroutine's select fired at once: it can run another step
+    woken: tuple[int, ...] = ()
+    blocked: bool = False  # the goroutine is blocked: only a due timer can make it run
+    failed: bool = False  # the method raised: the step rolled back and its failure was recorded
+    runnable_since: datetime | None = None  # when the step's goroutine became runnable (wake-up latency)
+
+
+class StepFailed(Exception):
+    """The step's method (or its declarations) raised; its transaction has been rolled back."""
+
+    def __init__(self, exc: BaseException, tb: str, *, deterministic: bool, wait_seq: int, attempts: int) -> None:
+        super().__init__(str(exc))
+        self.exc, self.tb, self.deterministic = exc, tb, deterministic
+        self.wait_seq, self.attempts = wait_seq, attempts
+
+
+# -- timers -----------------------------------------------------------------------------------
+
+def _fire_timers(goroutines: list[Goroutine], now: datetime) -> list[int]:
+    """Consume the select of each locked, blocked goroutine whose timer is due: the first due
+    timer case (in case order) fires. Returns the goroutines made runnable."""
+    first_due: dict[int, tuple[str, datetime]] = {}
+    for gid, target, deadline in PendingCase.objects.filter(
+        goroutine__in=goroutines, kind="timer", deadline__lte=now
+    ).order_by("goroutine_id", "case_index").values_list("goroutine_id", "target", "deadline"):
+        first_due.setdefault(gid, (target, deadline))
+    if not first_due:
+        return []
+    PendingCase.objects.filter(goroutine_id__in=list(first_due)).delete()
+    # One UPDATE per (method, deadline): timers set for the same moment fire in one statement.
+    groups: dict[tuple[str, datetime], list[int]] = {}
+    for gid, case in first_due.items():
+        groups.setdefault(case, []).append(gid)
+    for (target, deadline), ids in groups.items():
+        Goroutine.objects.filter(pk__in=ids).update(
+            status=GoroutineStatus.RUNNABLE, next_method=target, next_value=None, next_closed=False,
+            next_case=f"timer {deadline.isoformat()}", next_source={"timer": deadline.isoformat()},
+            wait_seq=F("wait_seq") + 1, runnable_since=now, updated_at=now,
+        )
+    return sorted(first_due)
+
+
+def fire_due_timer(goroutine_id: int) -> bool:
+    """If the goroutine is blocked and one of its timer cases is due, consume its select."""
+
+    def attempt() -> bool:
+        with transaction.atomic():
+            locked = list(
+                Goroutine.objects.select_for_update().filter(pk=goroutine_id, status=GoroutineStatus.BLOCKED)
+            )
+            return bool(locked) and bool(_fire_timers(locked, clock.now()))
+
+    return with_db_retries(attempt)
+
+
+def fire_due_timers(limit: int = 100) -> list[int]:
+    """Fire due timers in bulk: one transaction for up to `limit` blocked goroutines. Rows that
+    another transaction holds (a counterpart firing them now) are skipped, not waited for; if
+    that transaction rolls back, the next timer job or sweep finds the timer still due."""
+
+    def attempt() -> list[int]:
+        with transaction.atomic():
+            now = clock.now()
+            due = set(
+                PendingCase.objects.filter(kind="timer", deadline__lte=now, goroutine__status=GoroutineStatus.BLOCKED)
+                .order_by("deadline").values_list("goroutine_id", flat=True)[: limit * 2]
+            )
+            locked = list(
+                Goroutine.objects.select_for_update(skip_locked=True)
+                .filter(pk__in=sorted(due)[:limit], status=GoroutineStatus.BLOCKED).order_by("id")
+            )
+            return _fire_timers(locked, now) if locked else []
+
+    return with_db_retries(attempt)
+
+
+def next_timer_deadline() -> datetime | None:
+    """The earliest deadline of any pending timer case (a read on the timer index, no lock)."""
+    return PendingCase.objects.filter(kind="timer").aggregate(due=Min("deadline"))["due"]
+
+
+# -- the step ---------------------------------------------------------------------------------
+
+def run_step(goroutine_id: int) -> StepResult:
+    try:
+        return with_db_retries(lambda: _step(goroutine_id))
+    except StepFailed as exc:
+        failure = exc
+    # Recorded in a transaction of its own: the failed step left nothing behind, not even
+    # writes the user's method made through the ORM.
+    return with_db_retries(lambda: _record_failure(goroutine_id, failure))
+
+
+_LOCK_PROCESS = FixedQuery(
+    lambda gid: ProcessInstance.objects.select_for_update(of=("self",)).filter(goroutines__id=gid)[:1]
+)
+# The goroutines of the goroutine's process (its process_id never changes), read right after the
+# process lock in the same round trip (fixed_sql.read_together): that statement starts after the
+# lock is held, so it sees what the previous lock holder committed.
+_GOROUTINES = FixedQuery(
+    lambda gid: Goroutine.objects.filter(
+        process_id=Subquery(Goroutine.objects.filter(pk=gid).values("process_id")[:1])
+    )
+)
+_SAVE_PROCESS = FixedSave(ProcessInstance)
+_SAVE_GOROUTINE = FixedSave(Goroutine)
+_INSERT_CASES = FixedInsert(PendingCase)
+_INSERT_EVENT = FixedInsert(Event)
+
+
+def _lock_process(goroutine_id: int) -> tuple[ProcessInstance, Goroutine, list[Goroutine]] | None:
+    # The goroutines are not locked: under the process lock nothing else changes a runnable
+    # goroutine (counterparts only fire blocked ones), and locking them would invert the lock order.
+    found, goroutines = read_together((_LOCK_PROCESS, (goroutine_id,)), (_GOROUTINES, (goroutine_id,)))
+    if not found:
+        return None
+    proc = found[0]
+    g = next(x for x in goroutines if x.id == goroutine_id)
+    return proc, g, goroutines
+
+
+def _step(goroutine_id: int) -> StepResult:
+    with transaction.atomic():
+        locked = _lock_process(goroutine_id)
+        if locked is None:
+            return StepResult(ran=False)
+        proc, g, goroutines = locked
+        now = clock.now()
+        if proc.status != ProcessStatus.RUNNING:
+            return StepResult(ran=False)
+        if g.status != GoroutineStatus.RUNNABLE:
+            return StepResult(ran=False, blocked=g.status == GoroutineStatus.BLOCKED)
+        if g.retry_at and g.retry_at > now:
+            return StepResult(ran=False)
+        return Step(proc, g, now, goroutines).run()
+
+
+def _record_failure(goroutine_id: int, failure: StepFailed) -> StepResult:
+    with transaction.atomic():
+        locked = _lock_process(goroutine_id)
+        if locked is None:
+            return StepResult(ran=False)
+        proc, g, goroutines = locked
+        if (proc.status != ProcessStatus.RUNNING or g.status != GoroutineStatus.RUNNABLE
+                or g.wait_seq != failure.wait_seq or g.attempts != failure.attempts):
+            return StepResult(ran=False)  # a duplicate job got here first
+        return Step(proc, g, clock.now(), goroutines).failed(failure)
+
+
+class Step:
+    def __init__(self, proc: ProcessInstance, g: Goroutine, now: datetime, goroutines: list[Goroutine]) -> None:
+        self.proc, self.g, self.now = proc, g, now
+        self.goroutine_names = {x.name for x in goroutines}
+        # Read under the process lock: only this process's steps and services (which take that
+        # lock) end goroutines, so whether any other is still live cannot change under us.
+        self.others_live = any(x.id != g.id and x.status in LIVE for x in goroutines)
+        self.started_goroutines = False  # this step ran p.go(...)
+        self.paused = ""  # the runaway guard paused the goroutine in this step: why
+        self.started = time.perf_counter()
+        self.runnable_since = g.runnable_since  # read before the step overwrites it
+        self.woken: list[int] = []
+        self.detail: dict[str, Any] = {}
+        self.source = {"process": proc.id, "goroutine": g.name, "seq": proc.step_count + 1}
+        # What this step runs; the goroutine's next_* fields are overwritten by its new select.
+        self.ran = {"method": g.next_method, "case": g.next_case, "value": g.next_value, "source": g.next_source}
+
+    def run(self) -> StepResult:
+        proc, g = self.proc, self.g
+        try:
+            definition = registry.for_process(proc.definition, proc.version)
+            instance = definition.load_state(proc.state)
+            p = Process(
+                process_id=proc.id, definition=proc.definition, goroutine=g.name, method=g.next_method,
+                instance=instance, now=self.now, closed=g.next_closed, existing_goroutines=self.goroutine_names,
+            )
+            self._call(definition, instance, p)
+            state = self._encode_state(definition, instance, p)
+            runnable_again = self._apply(definition, p, state)
+        except Exception as exc:
+            if is_transient(exc):
+                raise  # deadlock, serialization failure, lost connection: retry the whole transaction
+            raise StepFailed(
+                exc, traceback.format_exc(), deterministic=isinstance(exc, (DeclarationError, NotFound)),
+                wait_seq=g.wait_seq, attempts=g.attempts,
+            ) from exc
+        channels.wake_after_commit(self.locked, self.woken)
+        return StepResult(
+            ran=True, runnable_again=runnable_again, woken=tuple(self.woken), runnable_since=self.runnable_since
+        )
+
+    def _call(self, definition: Definition, instance: Any, p: Process) -> None:
+        g = self.g
+        if not definition.has_method(g.next_method):
+            raise DeclarationError(
+                f"process {self.proc.definition} {self.proc.id}, goroutine {g.name}: "
+                f"method {g.next_method!r} does not exist in {definition.cls.__name__}"
+            )
+        func = getattr(instance, g.next_method)
+        value = g.next_value
+        decoder = value_decoder(func)
+        if decoder is not None:
+            value = decoder(value, g.next_source, g.next_closed)
+        if accepts_value(func):
+            func(p, value)
+        else:
+            func(p)
+        if p.decls.open_cases:
+            raise p._fail("a select case was started without .to(method)")
+        if p.decls.call is not None and not p.decls.call.target:
+            raise p._fail("call() without .to(method)")
+        if p.decls.cases == [] and p.decls.call is None:
+            # Go's `select {}` blocks forever; a goroutine that may never run again is a bug here,
+            # not a wait: refused, rather than ending the goroutine as "no select" would.
+            raise p._fail("select() with no cases (Go's `select {}` blocks forever); "
+                          "to end the goroutine, declare no select at all")
+
+    def _encode_state(self, definition: Definition, instance: Any, p: Process) -> dict:
+        try:
+            return to_json(definition.dump_state(instance))
+        except ValueError_ as exc:
+            raise p._fail(f"the state is not JSON: {exc}") from None
+
+    # -- applying the declarations -----------------------------------------------------------
+    def _apply(self, definition: Definition, p: Process, state: dict) -> bool:
+        proc, g, d = self.proc, self.g, p.decls
+        cases = list(d.cases or [])
+        if d.call is not None:
+            cases = [self._start_child(p)]
+        names = {c.channel for c in cases if c.channel} | set(d.closes) | {m[0] for m in d.made}
+        finishing = d.finished
+        if proc.result_channel:
+            names.add(proc.result_channel)  # this step may end the process and answer its parent
+        self._make_channels(p, d.made)
+        self.locked = locked = channels.lock(names, create=True)
+
+        for name in d.closes:
+            if channels.close(locked, name, self.now, self.source):
+                self._note("closed", name)
+
+        for go in d.gos:
+            new = Goroutine.objects.create(
+                process=proc, name=go.name, status=GoroutineStatus.RUNNABLE, next_method=go.method,
+                next_value=go.arg, next_case="go", next_source={"process": proc.id, "goroutine": g.name},
+                runnable_since=self.now,
+            )
+            self.woken.append(new.id)
+            self._note("started", go.name)
+
+        self.started_goroutines = bool(d.gos)
+        runnable_again = False
+        if finishing:
+            self._finish(d.output, locked)
+            fired_label = "finish"
+        elif cases:
+            runnable_again, fired_label = self._select(cases, locked)
+            if runnable_again and self._runaway():
+                runnable_again = False
+                fired_label += "; paused by the runaway guard"
+        else:
+            g.set_status(GoroutineStatus.DONE)
+            fired_label = "end"
+            if not self.others_live and not d.gos:
+                self._finish(None, locked)  # the last goroutine ended: the process is done
+        self.detail["next"] = fired_label
+
+        outbox_ids = [
+            Outbox.objects.create(process=proc, func=c.func, args=c.args, kwargs=c.kwargs).id for c in d.on_commit
+        ]
+        dispatch.after_commit_outbox(outbox_ids)
+
+        proc.state = state
+        self._save_step(EventKind.STEP)
+        return runnable_again
+
+    def _make_channels(self, p: Process, made: list[tuple[str, int, ChannelPolicy]]) -> None:
+        from slct_workflows.models import Channel
+
+        if not made:
+            return
+        for name, _, _ in made:
+            if Channel.objects.filter(pk=name).exists():
+                raise p._fail(f"make_chan: channel {name!r} already exists")
+        channels.make([
+            Channel(name=name, capacity=capacity, owner=self.proc.id, policy=policy.policy,
+                    send_permission=policy.permission, send_group=policy.group)
+            for name, capacity, policy in made
+        ])
+
+    def _start_child(self, p: Process) -> semantics.Case:
+        from slct_workflows.services import create_process_rows
+
+        call = p.decls.call
+        try:
+            child_def = registry.get(call.definition)
+        except NotFound as exc:
+            raise p._fail(str(exc)) from None
+        if call.id and ProcessInstance.objects.filter(pk=call.id).exists():
+            raise p._fail(f"call(): a process with id {call.id!r} already exists")
+        child_id = call.id or new_id()
+        result_channel = f"result-{child_id}"
+        if Channel.objects.filter(pk=result_channel).exists():
+            raise p._fail(f"call(): channel {result_channel!r} already exists; choose another child id")
+        # Private: only the child's last step (or its cancellation) answers the parent.
+        channels.make([Channel(name=result_channel, capacity=1, owner=self.proc.id, policy=SendPolicy.PRIVATE)])
+        child, main = create_process_rows(
+            child_def, call.input, child_id, parent=self.proc, result_channel=result_channel, now=self.now
+        )
+        self.woken.append(main.id)
+        self._note("called", child.id)
+        return semantics.Case(kind=semantics.RECV, target=call.target, channel=result_channel)
+
+    def _select(self, cases: list[semantics.Case], locked: channels.LockedChannels) -> tuple[bool, str]:
+        g = self.g
+        owner = channels.goroutine_owner(g.id)
+        decision = channels.decide(
+            locked, lambda: semantics.evaluate_select(cases, locked.states, self.now, owner=owner)
+        )
+        if decision.blocked:
+            g.set_status(GoroutineStatus.BLOCKED)
+            g.hot_steps = 0  # it waits for someone: not a runaway
+            g.wait_seq += 1
+            g.next_method, g.next_value, g.next_closed, g.next_case, g.next_source = "", None, False, "", None
+            _INSERT_CASES([
+                PendingCase(
+                    goroutine=g, wait_seq=g.wait_seq, case_index=i, kind=c.kind, channel_id=c.channel,
+                    value=c.value if c.kind == semantics.SEND else None, deadline=c.deadline, target=c.target,
+                )
+                for i, c in enumerate(cases)
+            ])
+            deadlines = [c.deadline for c in cases if c.kind == semantics.TIMER]
+            if deadlines:
+                dispatch.after_commit_timers_at(min(deadlines))
+            return False, "blocked on " + ", ".join(c.describe() for c in cases)
+        case = cases[decision.case_index]
+        source = None
+        for fire in decision.fires:
+            if fire.waiter.op == "send" and case.kind == semantics.RECV:
+                source = locked.owners.get(fire.waiter.owner)
+        popped = channels.apply(locked, decision, self.now, self.source)
+        if case.kind == semantics.RECV and decision.pops:
+            source = popped[0]  # the value came out of the buffer: its sender
+        elif case.kind == semantics.TIMER:
+            source = {"timer": case.deadline.isoformat()}  # as when the timer loop fires it
+        if self._fired_on_its_own(case, decision, source) and g.hot_steps < HOT_STEPS_MAX:
+            g.hot_steps += 1
+        for fire in decision.fires:
+            if fire.waiter.owner[0] == "g":
+                self._note("woke", fire.waiter.owner[1])
+        g.wait_seq += 1
+        g.next_method = case.target
+        g.next_value = decision.value if case.kind == semantics.RECV else None
+        g.next_closed = decision.closed
+        g.next_case = case.describe() + (" (closed)" if decision.closed else "")
+        g.next_source = source
+        g.runnable_since = self.now
+        return True, "fired " + g.next_case
+
+    # -- the runaway guard (DESIGN 2.9, docs/OPERATIONS.md "Runaway goroutines") --------------
+    def _fired_on_its_own(self, case: semantics.Case, decision: semantics.Decision, source: dict | None) -> bool:
+        """Did the select fire at once with nobody else taking part? A default, a timer already
+        due, a closed channel, or a value this goroutine buffered itself: nothing outside it has
+        to happen for the next one to fire too. A value another goroutine or the outside sent
+        (a buffer being drained, a sender waiting), a receiver waiting, or room in a buffer is
+        work between parties, and never counts (a consumer behind a busy channel fires at once
+        for as long as its producers keep up)."""
+        if case.kind in (semantics.DEFAULT, semantics.TIMER) or decision.closed:
+            return True
+        if case.kind == semantics.RECV and decision.pops and isinstance(source, dict):
+            return source.get("process") == self.proc.id and source.get("goroutine") == self.g.name
+        return False
+
+    def _runaway(self) -> bool:
+        """At the limit (conf.runaway_steps fires on its own in a row), pause the goroutine in
+        this step's transaction: its fired select is kept (next_method, value) for the resume.
+        With conf.runaway_rate set, a streak slower than that rate starts a new count instead."""
+        g = self.g
+        limit = conf.runaway_steps()
+        if not limit or g.hot_steps < limit:
+            return False
+        rate = conf.runaway_rate()
+        seconds = None
+        if rate:
+            seconds = self._streak_seconds(limit)
+            if seconds is not None and seconds > 0 and (limit - 1) / seconds < rate:
+                g.hot_steps = 0  # busy but slow (each step does real work): a new window
+                return False
+        g.set_status(GoroutineStatus.PAUSED)
+        speed = f" in {seconds:.1f} s" if seconds else ""
+        self.paused = g.paused_reason = (
+            f"runaway: the select of goroutine {g.name} fired at once {g.hot_steps} times in a row{speed} "
+            f"without waiting for anything (last: {g.next_case}, then {g.next_method}); "
+            f"the limit is SLCT_RUNAWAY_STEPS={limit}. Fix the workflow or what it waits on, then resume it."
+        )
+        self._note("paused", g.name)
+        log.warning("process %s: goroutine %s paused by the runaway guard (%s fires in a row, last %s)",
+                    self.proc.id, g.name, g.hot_steps, g.next_case)
+        return True
+
+    def _streak_seconds(self, limit: int) -> float | None:
+        """Seconds from the start of this goroutine's `limit`-th last step (this one included; its
+        event is not written yet) to the start of this one. A query only at the limit."""
+        if limit < 2:
+            return None
+        first = list(
+            Event.objects.filter(process_id=self.proc.id, goroutine=self.g.name, kind=EventKind.STEP)
+            .order_by("-seq").values_list("started_at", flat=True)[limit - 2: limit - 1]
+        )
+        return (self.now - first[0]).total_seconds() if first else None
+
+    def _finish(self, output: Any, locked: channels.LockedChannels) -> None:
+        proc, g = self.proc, self.g
+        proc.set_status(ProcessStatus.DONE)
+        proc.output = output
+        proc.finished_at = self.now
+        if g.status != GoroutineStatus.DONE:
+            g.set_status(GoroutineStatus.DONE)
+        if self.others_live or self.started_goroutines:
+            end_goroutines(proc, exclude=g.pk, status=GoroutineStatus.CANCELLED)
+        if proc.result_channel:
+            deliver_result(locked, proc, output, self.now, self.source, done=True)
+
+    def _note(self, key: str, value: Any) -> None:
+        self.detail.setdefault(key, []).append(value)
+
+    def _save_step(self, kind: str, error: str = "", tb: str = "") -> None:
+        proc, g = self.proc, self.g
+        proc.step_count += 1
+        ran = self.ran
+        event = Event(
+            process=proc, seq=proc.step_count, kind=kind, goroutine=g.name, method=ran["method"],
+            case=ran["case"], channel=_case_channel(ran["case"]), value=ran["value"], source=ran["source"],
+            detail=self.detail or None, error=error, traceback=tb,
+            started_at=self.now, finished_at=self.now + timedelta(seconds=time.perf_counter() - self.started),
+        )
+        if g.status != GoroutineStatus.RUNNABLE:
+            g.runnable_since = None
+        if kind == EventKind.STEP:
+            g.attempts, g.retry_at, g.last_error = 0, None, ""
+        events = [event]
+        if self.paused:  # the runaway guard stopped the goroutine: its own history event
+            proc.step_count += 1
+            events.append(Event(
+                process=proc, seq=proc.step_count, kind=EventKind.PAUSE, goroutine=g.name,
+                detail={"next": "paused by the runaway guard", "reason": self.paused, "hot_steps": g.hot_steps,
+                        "then": g.next_method, "case": g.next_case},
+                started_at=event.finished_at, finished_at=event.finished_at,
+            ))
+        # The step's last writes go together: one round trip on PostgreSQL (fixed_sql.execute_together).
+        listened = post_save.has_listeners(Event)
+        with _SAVE_PROCESS.saving(proc) as proc_row, _SAVE_GOROUTINE.saving(g) as goroutine_row:
+            execute_together([proc_row, goroutine_row, *([] if listened else [_INSERT_EVENT.statement(events)])])
+        if listened:
+            for e in events:
+                e.save()  # listeners get the saved row, with its id
+
+    # -- failures ----------------------------------------------------------------------------
+    def failed(self, failure: StepFailed) -> StepResult:
+        proc, g = self.proc, self.g
+        exc, tb, deterministic = failure.exc, failure.tb, failure.deterministic
+        g.attempts += 1
+        g.last_error = f"{type(exc).__name__}: {exc}"
+        give_up = deterministic or g.attempts >= conf.max_attempts()
+        self.detail = {"attempt": g.attempts, "max_attempts": conf.max_attempts()}
+        if give_up:
+            g.set_status(GoroutineStatus.FAILED)
+            proc.set_status(ProcessStatus.FAILED)
+            proc.error = f"goroutine {g.name}, method {g.next_method}: {g.last_error}\n\n{tb}"
+            kind = EventKind.FAILED
+            log.error("process %s failed: %s", proc.id, g.last_error)
+        else:
+            delay = conf.retry_backoff() * (2 ** (g.attempts - 1))
+            g.retry_at = self.now + timedelta(seconds=delay)
+            dispatch.after_commit_wake_at(g.id, g.retry_at)
+            kind = EventKind.ERROR
+            self.detail["retry_at"] = g.retry_at.isoformat()
+        self._save_step(kind, error=g.last_error, tb=tb)
+        return StepResult(ran=True, failed=True)
+
+
+def _case_channel(case: str) -> str:
+    parts = case.split(" ")
+    return parts[1] if len(parts) >= 2 and parts[0] in ("recv", "send") else ""
+
+
+# -- shared with the services --------------------------------------------------------------
+
+def end_goroutines(proc: ProcessInstance, *, exclude: int | None, status: str) -> list[int]:
+    """Cancel/finish every live goroutine of `proc` (locked, in id order) and drop their cases."""
+    qs = Goroutine.objects.select_for_update().filter(
+        process=proc, status__in=LIVE
+    ).order_by("id")
+    if exclude is not None:
+        qs = qs.exclude(pk=exclude)
+    ids = list(qs.values_list("id", flat=True))
+    PendingCase.objects.filter(goroutine_id__in=ids).delete()
+    Goroutine.objects.filter(pk__in=ids).update(
+        status=status, next_method="", next_value=None, runnable_since=None, wait_seq=F("wait_seq") + 1
+    )
+    return ids
+
+
+def deliver_result(
+    locked: channels.LockedChannels, proc: ProcessInstance, output: Any, now: datetime, source: dict | None,
+    *, done: bool,
+) -> None:
+    """Answer the parent: a finished child's output goes into its result channel (capacity 1, one
+    sender, so it never blocks), then the channel is closed; a cancelled child only closes it."""
+    name = proc.result_channel
+    if done:
+        decision = channels.decide(locked, lambda: semantics.external_send(locked.states[name], output)[1])
+        channels.apply(locked, decision, now, source)
+    channels.close(locked, name, now, source)
