@@ -2,6 +2,7 @@
 
 The author's API. Everything else (engine, models, jobs) may change behind it.
 """
+from slct_workflows._version import __version__  # noqa: F401 (one place: pyproject.toml reads _version.py)
 from slct_workflows.definitions import register
 from slct_workflows.errors import (
     ChannelClosed, Conflict, DeclarationError, Forbidden, InvalidInput, NoReceiver, NotFound, SlctError,
