@@ -59,12 +59,12 @@ def test_admin_story(live_server, worker_pool, browser_page, django_user_model):
     page.click("input[type=submit]")
     page.wait_for_selector("#slct-dashboard-link")
 
-    # The index: the workflows first (dashboard, processes, channels), Slack, engine internals below.
+    # The index: the workflows first (dashboard, processes, channels, schedules), Slack, engine internals below.
     captions = [" ".join(c.text_content().split()) for c in page.locator("#content-main .module caption").all()]
     assert captions[0] == "SLCT workflows" and captions.count("SLCT workflows") == 1, captions
     assert captions.index("Slack integration") < captions.index("SLCT engine internals"), captions
     first = page.locator("#content-main .module").first
-    assert [a.text_content().strip() for a in first.locator("th a").all()] == ["Dashboard", "Processes", "Channels"]
+    assert [a.text_content().strip() for a in first.locator("th a").all()] == ["Dashboard", "Processes", "Channels", "Schedules"]
     shot(page, "story-index.png", max_height=6000)
 
     # The process list at 1400 px: the new columns, nothing wider than the window.
