@@ -196,3 +196,12 @@ def test_the_tick_is_a_registered_maintenance_task_read_from_settings(settings):
     assert task.func is schedules.tick
     settings.SLCT_SCHEDULE_POLL = 2.5
     assert task.every() == 2.5
+
+
+def test_a_tick_with_nothing_due_is_one_query(db, registry_, django_assert_num_queries):
+    _define(Schedule.every(60))
+    with WorkflowRunner(now=T0):
+        _operator_schedule()
+        schedules.tick()  # writes the declared row
+        with django_assert_num_queries(1):
+            assert schedules.tick() == []
