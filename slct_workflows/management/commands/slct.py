@@ -47,6 +47,9 @@ class Command(BaseCommand):
         "Operate processes and channels from the shell: list, show, cancel, retry, resume; send into or close "
         "a channel. Tables by default, --json for scripts. See docs/OPERATIONS.md, Operator CLI."
     )
+    # The operator reaches for this when something is wrong: it must not depend on the URL
+    # configuration, the admin or the API importing cleanly (manage.py check / slct_check do that).
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser):
         common = argparse.ArgumentParser(add_help=False)
@@ -57,7 +60,7 @@ class Command(BaseCommand):
         p.add_argument("--status", action="append", choices=ProcessStatus.values,
                        help="only this status (repeat for several)")
         p.add_argument("--workflow", metavar="NAME", help="only processes of this definition")
-        p.add_argument("--limit", type=_positive, default=50, help="at most N processes (default 50)")
+        p.add_argument("--limit", type=_positive, default=50, metavar="N", help="at most N processes (default 50)")
 
         p = sub.add_parser("show", parents=[common], help="a process, its goroutines and recent events")
         p.add_argument("id")
