@@ -72,6 +72,11 @@ def first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text and text.strip() else ""
 
 
+def _error_line(error: str) -> str:
+    line = first_line(error)
+    return f"{line} (--json for the traceback)" if line and line != error.strip() else line
+
+
 # -- processes ------------------------------------------------------------------------------------
 
 def process_row(proc: ProcessInstance, waits: list[str]) -> dict[str, Any]:
@@ -135,7 +140,7 @@ def process_page(detail: dict[str, Any], now: datetime) -> str:
         ("status", detail["status"]), ("steps", str(detail["step_count"])),
         ("created", at("created_at")), ("updated", at("updated_at")), ("finished", at("finished_at")),
         ("parent", detail["parent"]), ("input", detail["input"]), ("output", detail["output"]),
-        ("state", detail["state"]), ("error", first_line(detail["error"] or "")),
+        ("state", detail["state"]), ("error", _error_line(detail["error"] or "")),
     ])
     gs = detail["goroutines"]
     parts = [head, "", f"Goroutines ({len(gs)})", table(

@@ -210,6 +210,8 @@ def test_cancel_json_is_the_process(runner):
 
 def test_retry_runs_a_failed_process_again_and_refuses_a_running_one(runner, settings):
     pid = failed_flaky(runner, settings)
+    assert "error     goroutine Main, method Main_Start: RuntimeError: boom 1 (--json for the traceback)" in slct(
+        "show", pid)
     assert slct("retry", pid) == f"retrying process {pid}: Main runnable again\n"
     assert Goroutine.objects.get(process_id=pid).status == "runnable"
     runner.run()  # the flaky step fails only once
