@@ -152,6 +152,35 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, interval: f
     raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}")
 
 
+def run_concurrently(func: Callable[[], object], n: int, timeout: float = 60.0) -> list[object]:
+    """Run `func` in `n` threads released together (each on its own database connection);
+    returns their results; raises the first exception any of them raised."""
+    import threading
+
+    from django.db import connections
+
+    barrier, results, errors = threading.Barrier(n), [], []
+
+    def run() -> None:
+        try:
+            barrier.wait(timeout)
+            results.append(func())
+        except Exception as exc:  # re-raised below, in the test's thread
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    if errors:
+        raise errors[0]
+    assert len(results) == n, f"{n - len(results)} of {n} threads did not finish in {timeout}s"
+    return results
+
+
 def _drop_queue_keys(conn) -> None:
     from django.conf import settings
 

@@ -3,17 +3,15 @@ process exactly once (twice-run and concurrent ticks), missed slots follow the c
 disabled schedule starts nothing, and code-declared schedules are written into the table."""
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from django.db import connection
-
 from slct_workflows import Schedule, register, schedules
 from slct_workflows.models import ProcessInstance
 from slct_workflows.models import Schedule as ScheduleRow
 from slct_workflows.testing import WorkflowRunner, isolated_registry
+from tests.conftest import run_concurrently
 
 T0 = datetime(2026, 5, 4, 8, 59, 30, tzinfo=timezone.utc)  # a Monday
 
@@ -153,24 +151,8 @@ def test_concurrent_ticks_start_each_slot_once(registry_):
         for i in range(6):
             _operator_schedule(name=f"sched-op{i}", definition="sched-report" if i % 2 else "sched-other")
         run.advance(seconds=31)
-        barrier, created, errors = threading.Barrier(4), [], []
-
-        def worker():
-            try:
-                barrier.wait(10)
-                created.extend(schedules.tick())
-            except Exception as exc:  # surfaced below
-                errors.append(exc)
-            finally:
-                connection.close()
-
-        threads = [threading.Thread(target=worker) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-        assert not errors, errors
-        created.extend(schedules.tick())  # whatever a thread lost to a locked database, this one does
+        created = [pid for ids in run_concurrently(schedules.tick, 4) for pid in ids]
+        assert schedules.tick() == []  # nothing left to start
     expected = [f"sched-op{i}-20260504T090000Z" for i in range(6)]
     assert sorted(created) == expected  # each created by exactly one tick
     assert _runs() == expected
