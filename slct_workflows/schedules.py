@@ -110,12 +110,15 @@ def sync_declared(code: dict[str, tuple[str, slots.Schedule]], rows: dict[str, S
 
 
 def _initialize(row: ScheduleRow, now: datetime) -> None:
+    """A row written without a next run (from a shell, a fixture): plan it from now."""
     try:
         set_next_run(row, now)
     except DeclarationError as exc:
-        _advance(row, None, next_run=None, last_error=str(exc))
+        if row.last_error != str(exc):  # said once; the row waits for a fix
+            log.warning("schedule %s cannot run: %s", row.name, exc)
+            _advance(row, None, last_error=str(exc))
         return
-    _advance(row, None, next_run=row.next_run)
+    _advance(row, None, next_run=row.next_run, last_error="")
 
 
 def _start_due(row: ScheduleRow, now: datetime, grace: timedelta) -> str | None:

@@ -187,3 +187,25 @@ def test_a_tick_with_nothing_due_is_one_query(db, registry_, django_assert_num_q
         schedules.tick()  # writes the declared row
         with django_assert_num_queries(1):
             assert schedules.tick() == []
+
+
+def test_a_row_written_without_a_next_run_is_planned_at_the_next_tick(db, registry_):
+    _define()
+    with WorkflowRunner(now=T0) as run:
+        ScheduleRow.objects.create(name="sched-shell", definition="sched-report", cron="0 9 * * *")
+        assert schedules.tick() == []
+        assert ScheduleRow.objects.get(name="sched-shell").next_run == datetime(2026, 5, 4, 9, tzinfo=timezone.utc)
+        run.advance(seconds=31)
+        assert schedules.tick() == ["sched-shell-20260504T090000Z"]
+
+
+def test_a_row_with_an_impossible_cron_says_why_and_starts_nothing(db, registry_, django_assert_num_queries):
+    _define()
+    with WorkflowRunner(now=T0) as run:
+        ScheduleRow.objects.create(name="sched-broken", definition="sched-report", cron="0 9 * *")
+        schedules.tick()
+        row = ScheduleRow.objects.get(name="sched-broken")
+        assert "must have 5 fields" in row.last_error and row.next_run is None
+        run.advance(days=1)
+        with django_assert_num_queries(1):  # said once: later ticks only read it
+            assert schedules.tick() == []
