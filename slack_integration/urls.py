@@ -1,4 +1,4 @@
-"""Mounted at /slack/ by slct_project/urls.py."""
+"""Mounted at slack/ by slct_workflows.urls (when this app is installed)."""
 from django.urls import path
 
 from . import views

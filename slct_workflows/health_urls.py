@@ -1,6 +1,7 @@
-"""Health, readiness and metrics endpoints, mounted at the site root by slct_project/urls.py:
+"""Health, readiness and metrics endpoints, part of the one include a site mounts
+(slct_workflows.urls; the demo and README mount it at the root):
 
-    path("", include("slct_workflows.health_urls")),
+    path("", include("slct_workflows.urls")),
 
 /healthz and /readyz are open (load balancers); /metrics needs SLCT_METRICS_TOKEN and/or
 SLCT_METRICS_ALLOW (docs/OPERATIONS.md).
