@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterError, croniter
+from croniter import CroniterBadDateError, CroniterError, croniter
 
 from slct_workflows.errors import DeclarationError
 from slct_workflows.values import NAME_MAX, is_name
@@ -165,6 +165,8 @@ def check_cron(expression: str) -> None:
                                f"has {len(fields)}; for seconds use Schedule.every")
     try:
         croniter(expression, datetime(2000, 1, 1)).get_next(datetime)
+    except CroniterBadDateError:
+        raise DeclarationError(f"cron {expression!r} never matches a date") from None
     except CroniterError as exc:
         raise DeclarationError(f"cron {expression!r} is not valid: {exc}") from None
     except (ValueError, KeyError, TypeError) as exc:  # croniter lets some parse errors through raw

@@ -104,6 +104,7 @@ def test_process_id_names_the_slot_in_utc():
     (lambda: Schedule.cron("61 * * * *"), "is not valid"),
     (lambda: Schedule.cron("0 9 * * funday"), "is not valid"),
     (lambda: Schedule.cron("@reboot"), "unknown keyword"),
+    (lambda: Schedule.cron("0 0 31 2 *"), "never matches a date"),
     (lambda: Schedule.cron(""), "non-empty string"),
     (lambda: Schedule.cron("0 9 * * *", tz="Europe/Pariss"), "unknown time zone 'Europe/Pariss'"),
     (lambda: Schedule.cron("0 9 * * *", tz="../etc/passwd"), "unknown time zone"),
