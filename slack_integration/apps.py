@@ -9,9 +9,9 @@ class SlackIntegrationConfig(AppConfig):
     def ready(self) -> None:
         from slct_workflows import selectors
 
-        from . import admin_hooks, checks, signals  # noqa: F401  (checks registers itself)
+        from slack_integration import admin_hooks, checks, listeners  # noqa: F401  (checks registers itself)
 
-        signals.connect()
+        listeners.connect()
         # The admin names a question's reply channel "approval “…” in #finance" and links the message.
         selectors.register_channel_describer(
             "question", admin_hooks.describe_reply_channels, names=admin_hooks.open_reply_channels,

@@ -28,7 +28,7 @@ from django.utils.dateparse import parse_datetime
 from slct_workflows import clock
 from slct_workflows import services as wf
 from slct_workflows.access import Sender
-from slct_workflows.runtime.db import with_db_retries
+from slct_workflows.runtime import with_db_retries
 from slct_workflows.errors import ChannelClosed, Conflict, Forbidden, InvalidInput, NoReceiver, NotFound
 from slct_workflows.models import (
     ExternalSend, GoroutineStatus, PendingCase, ProcessInstance, ProcessStatus, SendStatus,

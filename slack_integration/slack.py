@@ -191,9 +191,9 @@ def _question(p: Process, callback, kind: str, text: str, *, timeout, channel, a
 
 def _text(p: Process, text: Any) -> str:
     if not isinstance(text, str) or not text.strip():
-        raise p._fail(f"Slack message text must be a non-empty string, got {text!r}")
+        raise p.declaration_error(f"Slack message text must be a non-empty string, got {text!r}")
     if len(text) > MAX_TEXT:
-        raise p._fail(f"Slack message text is {len(text)} characters; the limit is {MAX_TEXT}")
+        raise p.declaration_error(f"Slack message text is {len(text)} characters; the limit is {MAX_TEXT}")
     return text
 
 
@@ -205,7 +205,7 @@ def _timeout(p: Process, timeout: Any) -> timedelta | None:
     # > 0: a question that times out the moment it is asked asks nothing (and a timer due at
     # commit fires without the engine's timer provenance, which the Result needs).
     if not isinstance(timeout, timedelta) or timeout.total_seconds() <= 0:
-        raise p._fail(f"timeout must be a positive timedelta (or seconds), got {timeout!r}")
+        raise p.declaration_error(f"timeout must be a positive timedelta (or seconds), got {timeout!r}")
     return timeout
 
 
@@ -215,7 +215,7 @@ def _channel(p: Process, channel: Any) -> str:
     if channel is None:
         return conf.default_channel()
     if not isinstance(channel, str) or len(channel) > 200:
-        raise p._fail(f"Slack channel must be a string (a #name or an id), got {channel!r}")
+        raise p.declaration_error(f"Slack channel must be a string (a #name or an id), got {channel!r}")
     return channel
 
 
@@ -229,7 +229,7 @@ def _approvers(p: Process, approvers: Any) -> list[str]:
     out = [a.strip().lstrip("@") if isinstance(a, str) else a for a in list(approvers)]
     bad = [a for a in out if not isinstance(a, str) or not SLACK_USER_ID.match(a)]
     if bad:
-        raise p._fail(f"approvers must be Slack user ids like U012ABCDEF (not names), got {bad!r}")
+        raise p.declaration_error(f"approvers must be Slack user ids like U012ABCDEF (not names), got {bad!r}")
     return out
 
 
@@ -243,14 +243,14 @@ def _options(p: Process, options: Any) -> list[dict]:
         elif isinstance(opt, dict) and "value" in opt:
             value, label = opt["value"], opt.get("label", opt["value"])
         else:
-            raise p._fail(f"an option must be a string, a (value, label) pair or a dict with 'value', got {opt!r}")
+            raise p.declaration_error(f"an option must be a string, a (value, label) pair or a dict with 'value', got {opt!r}")
         if not isinstance(value, str) or not value or not isinstance(label, str) or not label:
-            raise p._fail(f"option values and labels must be non-empty strings, got {opt!r}")
+            raise p.declaration_error(f"option values and labels must be non-empty strings, got {opt!r}")
         out.append({"value": value, "label": label})
     if not out:
-        raise p._fail("choose() needs at least one option")
+        raise p.declaration_error("choose() needs at least one option")
     if len(out) > MAX_OPTIONS:
-        raise p._fail(f"choose() takes at most {MAX_OPTIONS} options, got {len(out)}")
+        raise p.declaration_error(f"choose() takes at most {MAX_OPTIONS} options, got {len(out)}")
     if len({o["value"] for o in out}) != len(out):
-        raise p._fail("choose() option values must be unique")
+        raise p.declaration_error("choose() option values must be unique")
     return out

@@ -22,9 +22,9 @@ from typing import Any
 from slct_workflows import access, clock
 from slct_workflows import services as wf
 from slct_workflows.access import Sender
-from slct_workflows.runtime.db import consistent_read
+from slct_workflows.runtime import consistent_read
 from slct_workflows.errors import Forbidden, SlctError
-from slct_workflows.models import Channel, Goroutine, GoroutineStatus, PendingCase
+from slct_workflows.models import GOROUTINE_LIVE, Channel, Goroutine, GoroutineStatus, PendingCase
 
 from . import conf, identity
 from .models import Kind, SlackMessage, Status
@@ -115,12 +115,11 @@ def _status(sender: Sender, process_id: str) -> str:
     return "\n".join(lines)
 
 
-LIVE = (GoroutineStatus.RUNNABLE, GoroutineStatus.BLOCKED, GoroutineStatus.FAILED, GoroutineStatus.PAUSED)
 
 
 def goroutine_lines(process_id: str, viewer: Sender, now: datetime) -> list[str]:
     """One line per live goroutine: what it waits for, or why it is paused or failed."""
-    goroutines = list(Goroutine.objects.filter(process_id=process_id, status__in=LIVE).order_by("id"))
+    goroutines = list(Goroutine.objects.filter(process_id=process_id, status__in=GOROUTINE_LIVE).order_by("id"))
     cases: dict[int, list[PendingCase]] = {}
     for c in PendingCase.objects.filter(goroutine__in=goroutines).order_by("goroutine_id", "case_index"):
         cases.setdefault(c.goroutine_id, []).append(c)

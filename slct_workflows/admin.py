@@ -22,7 +22,7 @@ from django.utils.safestring import mark_safe
 
 from slct_workflows import clock, services
 from slct_workflows.access import effective_policy
-from slct_workflows.runtime.db import consistent_read
+from slct_workflows.runtime import consistent_read
 from slct_workflows.admin_views import channel as channel_views
 from slct_workflows.admin_views import dashboard as dashboard_views
 from slct_workflows.admin_views import process as process_views
@@ -476,7 +476,7 @@ class OverdueFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         now = clock.now()
         if self.value() == "yes":
-            return queryset.filter(kind="timer", deadline__lt=now, goroutine__status="blocked")
+            return queryset.due_timers(now)
         if self.value() == "no":
             return queryset.filter(kind="timer", deadline__gte=now)
         return queryset

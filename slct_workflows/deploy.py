@@ -17,14 +17,15 @@ from typing import Any, Iterable, Iterator
 from django.db import transaction
 
 from slct_workflows import clock
-from slct_workflows.runtime.db import with_db_retries
+from slct_workflows.runtime import with_db_retries
 from slct_workflows.definitions import Definition, accepts_value, registry, split_method
 from slct_workflows.errors import NotFound, SlctError
 from slct_workflows.models import (
-    Channel, Event, EventKind, Goroutine, GoroutineStatus, PendingCase, ProcessInstance, ProcessStatus,
+    PROCESS_LIVE, Channel, Event, EventKind, Goroutine, GoroutineStatus, NextKind, PendingCase, ProcessInstance,
+    ProcessStatus,
 )
 
-LIVE = (ProcessStatus.RUNNING, ProcessStatus.FAILED)
+LIVE = PROCESS_LIVE
 # Goroutines that will call `next_method` (a failed one calls it again when the process is retried).
 WILL_RUN = (GoroutineStatus.RUNNABLE, GoroutineStatus.FAILED)
 
@@ -94,10 +95,9 @@ def case_gets_value(kind: str) -> bool:
 
 def runnable_gets_value(g: Goroutine) -> bool | None:
     """What a runnable (or failed, to be retried) goroutine's next_method will receive."""
-    head = (g.next_case or "").split(" ", 1)[0]
-    if head == "recv":
+    if g.next_kind == NextKind.RECV:
         return True
-    if head in ("send", "timer", "default"):
+    if g.next_kind in (NextKind.SEND, NextKind.TIMER, NextKind.DEFAULT):
         return False
     # "start" (the input), "go" (the argument) or unknown: the stored value, if there is one
     return True if g.next_value is not None else None

@@ -60,7 +60,7 @@ def run_due(now: float | None = None) -> float:
             continue
         if now >= t.next_run:
             _run(t)
-            t.next_run = time.monotonic() + interval
+            t.next_run = now + interval
         wait = min(wait, max(0.0, t.next_run - now))
     return wait
 

@@ -124,7 +124,7 @@ def observe_step(result: Any, seconds: float, now: datetime | None = None) -> No
 
 def observe_sweep(ok: bool, report: Any, seconds: float) -> None:
     """Count a recovery sweep attempt and what it re-enqueued (a services.SweepReport). A
-    timer_loop.sweep_listeners listener: registered when this module is imported, so every
+    workers.sweep.sweep_listeners listener: registered when this module is imported, so every
     sweep of a process that imported it (the worker's timer loop, the scheduled sweep job) is
     counted. Never raises."""
     if not _recording:
@@ -142,11 +142,11 @@ def observe_sweep(ok: bool, report: Any, seconds: float) -> None:
 
 def _listen_to_sweeps() -> None:
     try:
-        from slct_workflows.workers import timer_loop
+        from slct_workflows.workers import sweep
     except Exception:  # pragma: no cover - an import problem elsewhere must not hide the metrics
-        log.warning("metrics: sweeps are not counted (timer_loop failed to import)", exc_info=True)
+        log.warning("metrics: sweeps are not counted (workers.sweep failed to import)", exc_info=True)
         return
-    listeners = getattr(timer_loop, "sweep_listeners", None)
+    listeners = getattr(sweep, "sweep_listeners", None)
     if listeners is not None and observe_sweep not in listeners:
         listeners.append(observe_sweep)
 

@@ -11,6 +11,8 @@ from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 
+from slct_workflows.semantics import describe_case
+
 
 def new_id() -> str:
     return uuid.uuid4().hex
@@ -29,6 +31,17 @@ PROCESS_TRANSITIONS: dict[str, set[str]] = {
     ProcessStatus.DONE: set(),
     ProcessStatus.CANCELLED: set(),
 }
+
+
+class NextKind(models.TextChoices):
+    """Why a runnable goroutine runs: the case of its select that fired, or how it started."""
+
+    START = "start"
+    GO = "go"
+    RECV = "recv"
+    SEND = "send"
+    TIMER = "timer"
+    DEFAULT = "default"
 
 
 class GoroutineStatus(models.TextChoices):
@@ -61,6 +74,12 @@ class InvalidTransition(Exception):
 def check_transition(table: dict[str, set[str]], old: str, new: str, what: str) -> None:
     if new not in table[old]:
         raise InvalidTransition(f"{what} cannot go from {old} to {new}")
+
+
+# The statuses of a process that is not over (it may run again: a failed one can be retried).
+PROCESS_LIVE = (ProcessStatus.RUNNING, ProcessStatus.FAILED)
+# The statuses of a goroutine that is not over (runnable, waiting, failed or paused).
+GOROUTINE_LIVE = (GoroutineStatus.RUNNABLE, GoroutineStatus.BLOCKED, GoroutineStatus.FAILED, GoroutineStatus.PAUSED)
 
 
 class ProcessInstance(models.Model):
@@ -112,7 +131,10 @@ class Goroutine(models.Model):
     next_method = models.CharField(max_length=200, blank=True, default="")
     next_value = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
     next_closed = models.BooleanField(default=False)
-    next_case = models.CharField(max_length=300, blank=True, default="")
+    # Which case fired (or "start"/"go"): structured, written by runtime.runnable.next_fields only.
+    next_kind = models.CharField(max_length=16, choices=NextKind.choices, blank=True, default="")
+    next_channel = models.CharField(max_length=200, blank=True, default="")
+    next_at = models.DateTimeField(null=True, blank=True)  # the timer's deadline when a timer fired
     next_source = models.JSONField(null=True, blank=True)  # who sent the value (for the timeline)
     # Bumped every time the goroutine's select is consumed: a pending case or a timer job that
     # carries an older number is stale and does nothing.
@@ -140,6 +162,11 @@ class Goroutine(models.Model):
 
     def __str__(self) -> str:
         return f"{self.process_id}/{self.name}"
+
+    @property
+    def next_case(self) -> str:
+        """What fired, for people ("recv orders", "timer 2026-...", "start"); never parsed back."""
+        return describe_case(self.next_kind, self.next_channel, self.next_at, self.next_closed)
 
     def set_status(self, new: str) -> None:
         check_transition(GOROUTINE_TRANSITIONS, self.status, new, f"goroutine {self}")
@@ -199,8 +226,18 @@ class CaseKind(models.TextChoices):
     TIMER = "timer", "Timer"
 
 
+class PendingCaseQuerySet(models.QuerySet):
+    def due_timers(self, now) -> "PendingCaseQuerySet":
+        """Timer cases due at `now` whose goroutine still waits (the partial index slct_pending_timers):
+        the one due-timers query, used to fire them (runtime.timers), to re-enqueue them (the
+        sweep) and to show them overdue (the dashboard, the metrics, the admin's filter)."""
+        return self.filter(kind="timer", deadline__lte=now, goroutine__status=GoroutineStatus.BLOCKED)
+
+
 class PendingCase(models.Model):
     """One case of a blocked select (or an external send left waiting). Oldest id = oldest waiter."""
+
+    objects = PendingCaseQuerySet.as_manager()
 
     goroutine = models.ForeignKey(Goroutine, null=True, blank=True, on_delete=models.CASCADE, related_name="pending")
     external_send = models.ForeignKey(

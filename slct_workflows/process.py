@@ -71,8 +71,10 @@ class Process:
     def __repr__(self) -> str:
         return f"<Process {self.definition} {self.process_id} goroutine={self.goroutine} method={self.method}>"
 
-    # -- helpers -------------------------------------------------------------------------------
-    def _fail(self, message: str) -> DeclarationError:
+    # -- for helpers that check declarations (slack_integration.slack, yours) --------------------
+    def declaration_error(self, message: str) -> DeclarationError:
+        """A DeclarationError naming this process, goroutine and method: raise it from a helper
+        that checks what a step declares (it fails the process at once, with no retries)."""
         return DeclarationError(
             f"process {self.definition} {self.process_id}, goroutine {self.goroutine}, "
             f"method {self.method}: {message}"
@@ -86,14 +88,14 @@ class Process:
             owner = getattr(method, "__self__", None)
             name = getattr(method, "__name__", repr(method))
             if owner is not self._instance:
-                raise self._fail(f"{name} is not a method of this process ({type(self._instance).__name__})")
+                raise self.declaration_error(f"{name} is not a method of this process ({type(self._instance).__name__})")
         parts = split_method(name)
         if parts is None:
-            raise self._fail(f"{name!r} does not follow the {{Goroutine}}_{{Status}} naming rule")
+            raise self.declaration_error(f"{name!r} does not follow the {{Goroutine}}_{{Status}} naming rule")
         if not callable(getattr(type(self._instance), name, None)):
-            raise self._fail(f"{type(self._instance).__name__} has no method {name!r}")
+            raise self.declaration_error(f"{type(self._instance).__name__} has no method {name!r}")
         if kind is not None and parts[0] != kind:
-            raise self._fail(
+            raise self.declaration_error(
                 f"{name} belongs to goroutine {parts[0]}, but a select of goroutine {self.goroutine} "
                 f"can only continue in {kind}_* methods"
             )
@@ -103,11 +105,11 @@ class Process:
         try:
             return to_json(value)
         except ValueError_ as exc:
-            raise self._fail(f"{what} is not JSON: {exc}") from None
+            raise self.declaration_error(f"{what} is not JSON: {exc}") from None
 
     def _channel(self, name: Any) -> str:
         if not is_name(name):
-            raise self._fail(f"channel name must be {NAME_RULE}, got {name!r}")
+            raise self.declaration_error(f"channel name must be {NAME_RULE}, got {name!r}")
         return name
 
     def _kind(self) -> str:
@@ -120,9 +122,9 @@ class Process:
 
     def select(self) -> "Select":
         if self.decls.cases is not None or self.decls.call is not None:
-            raise self._fail("only one select (or call) per step")
+            raise self.declaration_error("only one select (or call) per step")
         if self.decls.finished:
-            raise self._fail("select() after finish()")
+            raise self.declaration_error("select() after finish()")
         self.decls.cases = []
         return Select(self)
 
@@ -140,7 +142,7 @@ class Process:
 
     def finish(self, output: Any = None) -> None:
         if self.decls.cases is not None or self.decls.call is not None:
-            raise self._fail("finish() in a step that already declared a select or call")
+            raise self.declaration_error("finish() in a step that already declared a select or call")
         self.decls.finished = True
         self.decls.output = self._json(output, "finish() output")
 
@@ -149,9 +151,9 @@ class Process:
         (`ChannelPolicy.open()`, `ChannelPolicy.restricted(permission=..., group=...)`): steps
         send into it, nobody from outside does."""
         if not isinstance(capacity, int) or isinstance(capacity, bool) or not 0 <= capacity <= MAX_CAPACITY:
-            raise self._fail(f"channel capacity must be an integer from 0 to {MAX_CAPACITY}, got {capacity!r}")
+            raise self.declaration_error(f"channel capacity must be an integer from 0 to {MAX_CAPACITY}, got {capacity!r}")
         if policy is not None and not isinstance(policy, ChannelPolicy):
-            raise self._fail(f"make_chan(policy=...) takes a ChannelPolicy, got {policy!r}")
+            raise self.declaration_error(f"make_chan(policy=...) takes a ChannelPolicy, got {policy!r}")
         chan = self._channel(name) if name is not None else f"chan-{uuid.uuid4().hex}"
         self.decls.made.append((chan, capacity, policy or ChannelPolicy.private()))
         return chan
@@ -161,12 +163,12 @@ class Process:
 
     def call(self, definition: str, input: Any = None, id: str | None = None) -> "CallBuilder":
         if self.decls.cases is not None or self.decls.call is not None:
-            raise self._fail("only one select (or call) per step")
+            raise self.declaration_error("only one select (or call) per step")
         if self.decls.finished:
-            raise self._fail("call() after finish()")
+            raise self.declaration_error("call() after finish()")
         # The child's result channel is `result-<id>`: the id must leave room for the prefix.
         if id is not None and not (is_name(id) and is_name(f"result-{id}")):
-            raise self._fail(f"child process id must be {NAME_RULE}, at most {NAME_MAX - 7} long, got {id!r}")
+            raise self.declaration_error(f"child process id must be {NAME_RULE}, at most {NAME_MAX - 7} long, got {id!r}")
         self.decls.call = CallDecl(definition, self._json(input, "call() input"), id)
         return CallBuilder(self)
 
@@ -174,7 +176,7 @@ class Process:
         """Run `func(*args, **kwargs)` once, from an RQ job, only if this step commits."""
         path = func if isinstance(func, str) else f"{func.__module__}.{func.__qualname__}"
         if "<" in path:
-            raise self._fail(f"on_commit needs a module-level function, got {path}")
+            raise self.declaration_error(f"on_commit needs a module-level function, got {path}")
         self.decls.on_commit.append(
             CommitDecl(path, self._json(list(args), "on_commit args"), self._json(kwargs, "on_commit kwargs"))
         )
@@ -189,7 +191,7 @@ class Select:
     def _case(self, **kw: Any) -> "CaseBuilder":
         cases = self._p.decls.cases
         if cases and cases[-1].kind == semantics.DEFAULT:
-            raise self._p._fail("default() must be the last case of a select")
+            raise self._p.declaration_error("default() must be the last case of a select")
         self._p.decls.open_cases += 1
         return CaseBuilder(self, kw)
 
@@ -206,12 +208,12 @@ class Select:
         if isinstance(delay, (int, float)) and not isinstance(delay, bool):
             delay = timedelta(seconds=delay)
         if not isinstance(delay, timedelta):
-            raise self._p._fail(f"after() needs a timedelta or seconds, got {delay!r}")
+            raise self._p.declaration_error(f"after() needs a timedelta or seconds, got {delay!r}")
         return self._case(kind=semantics.TIMER, deadline=self._p.now() + delay)
 
     def at(self, when: datetime) -> "CaseBuilder":
         if not isinstance(when, datetime) or when.tzinfo is None:
-            raise self._p._fail(f"at() needs a timezone-aware datetime, got {when!r}")
+            raise self._p.declaration_error(f"at() needs a timezone-aware datetime, got {when!r}")
         return self._case(kind=semantics.TIMER, deadline=when)
 
     def default(self) -> "CaseBuilder":

@@ -245,9 +245,9 @@ def paused_goroutines(process: ProcessInstance | str | None = None):
 
 
 def overdue_timer_cases(now: datetime):
-    """Timer cases of blocked goroutines whose deadline has passed (the partial index
-    slct_pending_timers): what the dashboard and the metrics call overdue."""
-    return PendingCase.objects.filter(kind="timer", deadline__lt=now, goroutine__status=GoroutineStatus.BLOCKED)
+    """Timer cases of blocked goroutines whose deadline has passed: what the dashboard and the
+    metrics call overdue (the engine's due-timers query)."""
+    return PendingCase.objects.due_timers(now)
 
 
 def dashboard(now: datetime | None = None, limit: int = 50) -> Dashboard:

@@ -23,6 +23,18 @@ DEFAULT = "default"
 CaseKind = Literal["recv", "send", "timer", "default"]
 
 
+def describe_case(kind: str, channel: str | None = None, at: datetime | None = None, closed: bool = False) -> str:
+    """A case (or "start"/"go") for people: "recv orders", "timer 2026-11-29T10:00:00+00:00", "default".
+    The one wording of a case; nothing parses it back (the fields are stored as they are)."""
+    if kind in (RECV, SEND):
+        text = f"{kind} {channel}"
+    elif kind == TIMER:
+        text = f"timer {at.isoformat() if at else '?'}"
+    else:
+        text = kind
+    return text + (" (closed)" if closed else "")
+
+
 class SelectError(ValueError):
     """A select that breaks the rules of its shape (not of timing)."""
 
@@ -36,13 +48,7 @@ class Case:
     deadline: datetime | None = None
 
     def describe(self) -> str:
-        if self.kind == RECV:
-            return f"recv {self.channel}"
-        if self.kind == SEND:
-            return f"send {self.channel}"
-        if self.kind == TIMER:
-            return f"timer {self.deadline.isoformat() if self.deadline else '?'}"
-        return "default"
+        return describe_case(self.kind, self.channel, self.deadline)
 
 
 @dataclass(frozen=True)

@@ -6,25 +6,23 @@ subclass having changed nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from slct_workflows import access, clock, semantics
-
-from slct_workflows.runtime import channels, dispatch
+from slct_workflows import access, clock, conf, semantics
 from slct_workflows.access import Sender
-from slct_workflows.runtime.db import with_db_retries
-from slct_workflows.definitions import Definition, registry
-from slct_workflows.runtime.engine import deliver_result, end_goroutines
+from slct_workflows.definitions import registry
 from slct_workflows.errors import ChannelClosed, Conflict, InvalidInput, NoReceiver, NotFound, QueueUnavailable
 from slct_workflows.models import (
     Channel, Event, EventKind, ExternalSend, Goroutine, GoroutineStatus, Outbox, OutboxStatus, PendingCase,
     ProcessInstance, ProcessStatus, SendStatus, new_id,
 )
+from slct_workflows.runtime import channels, dispatch, lifecycle, timers
+from slct_workflows.runtime.db import with_db_retries
+from slct_workflows.runtime.lifecycle import create_process_rows, deliver_result, end_goroutines
 from slct_workflows.values import KEY_RULE, MAX_CAPACITY, NAME_RULE, ValueError_, fingerprint, is_key, is_name, to_json
-
 
 
 def _json(value: Any, what: str) -> Any:
@@ -46,28 +44,6 @@ def _lookup_key(value: Any) -> bool:
 
 
 # -- processes --------------------------------------------------------------------------------
-
-def create_process_rows(
-    definition: Definition, input: Any, process_id: str | None, *, parent: ProcessInstance | None = None,
-    result_channel: str = "", now: datetime | None = None,
-) -> tuple[ProcessInstance, Goroutine]:
-    now = now or clock.now()
-    proc = ProcessInstance.objects.create(
-        id=process_id or new_id(), definition=definition.name, version=definition.version,
-        state=to_json(definition.dump_state(definition.new_state())), input=input, parent=parent,
-        result_channel=result_channel, step_count=1,
-    )
-    main = Goroutine.objects.create(
-        process=proc, name="Main", status=GoroutineStatus.RUNNABLE, next_method="Main_Start",
-        next_value=input, next_case="start", runnable_since=now,
-    )
-    Event.objects.create(
-        process=proc, seq=1, kind=EventKind.START, goroutine="Main", method="", value=input,
-        source={"process": parent.id, "goroutine": ""} if parent else None,
-        started_at=now, finished_at=now,
-    )
-    return proc, main
-
 
 @dataclass
 class Started:
@@ -153,6 +129,7 @@ def cancel_process(process_id: str, reason: str = "") -> ProcessInstance:
             end_goroutines(proc, exclude=None, status=GoroutineStatus.CANCELLED)
             proc.set_status(ProcessStatus.CANCELLED)
             proc.finished_at = now
+            lifecycle.process_ended(proc)
             if proc.result_channel:
                 deliver_result(locked, proc, None, now, {"process": proc.id, "goroutine": ""}, done=False)
             _operator_event(proc, EventKind.CANCEL, {"reason": reason} if reason else None)
@@ -437,10 +414,6 @@ def sweep(grace_seconds: float | None = None) -> SweepReport:
     """Re-enqueue what Redis may have lost: runnable goroutines idle past the grace period,
     blocked goroutines whose timer is due, and pending outbox rows. Idempotent: every job it
     enqueues does nothing if the work was already done."""
-    from datetime import timedelta
-
-    from slct_workflows import conf
-
     grace = timedelta(seconds=conf.sweep_grace() if grace_seconds is None else grace_seconds)
     now = clock.now()
     runnable = list(
@@ -448,9 +421,8 @@ def sweep(grace_seconds: float | None = None) -> SweepReport:
             status=GoroutineStatus.RUNNABLE, process__status=ProcessStatus.RUNNING, runnable_since__lte=now - grace,
         ).exclude(retry_at__gt=now).values_list("id", flat=True)
     )
-    timers = list(
-        PendingCase.objects.filter(kind="timer", deadline__lte=now, goroutine__status=GoroutineStatus.BLOCKED)
-        .values_list("goroutine_id", flat=True).distinct()
+    due_timers = list(
+        timers.due_cases(now).values_list("goroutine_id", flat=True).distinct()
     )
     outbox = list(
         Outbox.objects.filter(status=OutboxStatus.PENDING, created_at__lte=now - grace)
@@ -458,11 +430,11 @@ def sweep(grace_seconds: float | None = None) -> SweepReport:
     )
     d = dispatch.get()
     try:
-        d.wake(sorted(set(runnable) | set(timers)))
+        d.wake(sorted(set(runnable) | set(due_timers)))
         d.outbox(outbox)
     except Exception as exc:  # redis.ConnectionError and friends: nothing was changed
         raise QueueUnavailable(f"the job queue (Redis) is unavailable: {exc}") from exc
-    return SweepReport(runnable=len(runnable), timers=len(timers), outbox=len(outbox))
+    return SweepReport(runnable=len(runnable), timers=len(due_timers), outbox=len(outbox))
 
 
 # -- the runaway guard ------------------------------------------------------------------------

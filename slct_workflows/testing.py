@@ -38,6 +38,7 @@ from django.utils import timezone
 from slct_workflows import clock, services
 
 from slct_workflows.runtime import channels, dispatch
+from slct_workflows.runtime import timers as timers_
 
 from slct_workflows.workers import jobs
 from slct_workflows.definitions import Registry, registry
@@ -151,8 +152,7 @@ class WorkflowRunner:
                 .order_by("runnable_since", "id").values_list("id", "process_id")
             )
             timers = list(
-                PendingCase.objects.filter(kind="timer", deadline__lte=now, goroutine__status=GoroutineStatus.BLOCKED,
-                                           goroutine__process__status=ProcessStatus.RUNNING)
+                timers_.due_cases(now).filter(goroutine__process__status=ProcessStatus.RUNNING)
                 .order_by("deadline", "id").values_list("goroutine_id", "goroutine__process_id")
             )
             outbox = list(

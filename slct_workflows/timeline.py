@@ -119,11 +119,6 @@ def _key(e: Any) -> tuple:
     return (e.process_id, e.seq)
 
 
-def _case_channel(case: str) -> str:
-    parts = (case or "").split(" ")
-    return parts[1] if len(parts) >= 2 and parts[0] in ("recv", "send") else ""
-
-
 def title_line(e: Any) -> str:
     kind = e.kind
     if kind == "start":
@@ -470,7 +465,7 @@ def _draw(ctx: _Context, rows: list[Any], offset: int, *, prefix: str, newest: b
         src = _source(e)
         if b.lane is None:
             continue
-        label = _case_channel(e.case) or ("go" if e.case == "go" else "call" if e.kind == "start" else "")
+        label = e.channel or ("go" if e.case == "go" else "call" if e.kind == "start" else "")
         if "external" in src and ext is not None and e.process_id == process_id:
             x1, y1 = ext.x + ext.w / 2, b.cy
             spot = _label_spot(label or "send", b, ext)

@@ -20,7 +20,7 @@ from rest_framework.response import Response
 
 from slct_workflows import conf, selectors, services
 from slct_workflows.access import Sender
-from slct_workflows.runtime.db import consistent_read
+from slct_workflows.runtime import consistent_read
 from slct_workflows.definitions import registry
 from slct_workflows.models import SendStatus
 from slct_workflows.values import KEY_PATTERN, KEY_RULE, NAME_PATTERN, NAME_RULE, is_key

@@ -12,15 +12,15 @@ from typing import Any, Hashable, Iterable
 from django.db.models import F, Window
 from django.db.models.functions import RowNumber
 
-from slct_workflows import semantics
-
+from slct_workflows import hooks, semantics
+from slct_workflows.models import (
+    BufferedValue, Channel, ExternalSend, Goroutine, GoroutineStatus, PendingCase, SendStatus,
+)
 from slct_workflows.runtime import dispatch
 from slct_workflows.runtime.fixed_sql import (
     FixedInsert, FixedQuery, FixedValues, FixedWrite, execute_together, read_together, sends_together,
 )
-from slct_workflows.models import (
-    BufferedValue, Channel, ExternalSend, Goroutine, GoroutineStatus, PendingCase, SendStatus,
-)
+from slct_workflows.runtime.runnable import FIELDS, Next, next_fields
 
 
 def goroutine_owner(gid: int) -> tuple[str, int]:
@@ -288,8 +288,7 @@ _INSERT_BUFFERED = FixedInsert(BufferedValue)
 _DELETE_CASES = FixedWrite(PendingCase, where="goroutine", delete=True)
 _FIRE_GOROUTINE = FixedWrite(
     Goroutine, where="id", increment=["wait_seq"],
-    set=["status", "next_method", "next_value", "next_closed", "next_case", "next_source", "runnable_since",
-         "updated_at"],
+    set=[*FIELDS, "updated_at"],
 )
 
 
@@ -303,18 +302,21 @@ def fire_waiter(
     kind, ident = owner
     if kind == "g":
         # Locked and re-checked by is_live already: both writes go in one round trip where they can.
-        execute_together([_DELETE_CASES.statement(ident), _FIRE_GOROUTINE.statement(
-            ident,
-            status=GoroutineStatus.RUNNABLE,
-            next_method=fire.waiter.target,
-            next_value=fire.value,
-            next_closed=fire.closed,
-            next_case=f"{fire.waiter.op} {fire.channel}" + (" (closed)" if fire.closed else ""),
-            next_source=source if fire.waiter.op == "recv" else None,
-            runnable_since=now,
-            updated_at=now,
-        )])
+        nxt = Next(
+            fire.waiter.target, fire.waiter.op, channel=fire.channel, value=fire.value, closed=fire.closed,
+            source=source if fire.waiter.op == "recv" else None,
+        )
+        execute_together([
+            _DELETE_CASES.statement(ident), _FIRE_GOROUTINE.statement(ident, **next_fields(nxt, now), updated_at=now),
+        ])
         locked.woken.append(ident)
+        if hooks.wanted(hooks.SelectFired):
+            who = locked.owners.get(owner) or {}
+            hooks.emit([hooks.SelectFired(
+                process_id=who.get("process", ""), goroutine=who.get("goroutine", ""), goroutine_id=ident,
+                kind=fire.waiter.op, channel=fire.channel, method=fire.waiter.target, by=_fired_by(fire, source),
+                source=nxt.source, closed=fire.closed,
+            )])
     else:
         PendingCase.objects.filter(external_send_id=ident).delete()
         if into_buffer:
@@ -325,6 +327,14 @@ def fire_waiter(
             delivered_at=now,
             delivered_to=_receiver(source) if source else "",
         )
+
+
+def _fired_by(fire: semantics.Fire, source: dict | None) -> str:
+    if fire.closed:
+        return hooks.BY_CLOSE
+    if isinstance(source, dict) and "external" in source:
+        return hooks.BY_EXTERNAL
+    return hooks.BY_COUNTERPART
 
 
 def close(locked: LockedChannels, name: str, now: datetime, source: dict | None) -> bool:

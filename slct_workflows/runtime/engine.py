@@ -18,28 +18,27 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, Min, Subquery
-from django.db.models.signals import post_save
+from django.db.models import Subquery
 
-from slct_workflows import clock, conf, semantics
-
-from slct_workflows.runtime import channels, dispatch
-from slct_workflows.runtime.db import is_transient, with_db_retries
+from slct_workflows import clock, conf, hooks, semantics
 from slct_workflows.definitions import Definition, accepts_value, registry, value_decoder
 from slct_workflows.errors import DeclarationError, NotFound
-from slct_workflows.runtime.fixed_sql import FixedInsert, FixedQuery, FixedSave, execute_together, read_together
 from slct_workflows.models import (
-    Channel, Event, EventKind, Goroutine, GoroutineStatus, Outbox, PendingCase, ProcessInstance, ProcessStatus,
-    SendPolicy, new_id,
+    GOROUTINE_LIVE, Channel, Event, EventKind, Goroutine, GoroutineStatus, NextKind, Outbox, PendingCase,
+    ProcessInstance, ProcessStatus, SendPolicy, new_id,
 )
 from slct_workflows.policy import ChannelPolicy
 from slct_workflows.process import Process
+from slct_workflows.runtime import channels, dispatch, lifecycle
+from slct_workflows.runtime.db import is_transient, with_db_retries
+from slct_workflows.runtime.fixed_sql import FixedInsert, FixedQuery, FixedSave, execute_together, read_together
+from slct_workflows.runtime.lifecycle import deliver_result, end_goroutines
+from slct_workflows.runtime.runnable import Next, cleared_fields, next_fields
 from slct_workflows.values import ValueError_, to_json
 
 log = logging.getLogger("slct_workflows")
 
 
-LIVE = (GoroutineStatus.RUNNABLE, GoroutineStatus.BLOCKED, GoroutineStatus.FAILED, GoroutineStatus.PAUSED)
 HOT_STEPS_MAX = 2**31 - 1  # the column's range: with the runaway guard off the count stops there
 
 
@@ -60,71 +59,6 @@ class StepFailed(Exception):
         super().__init__(str(exc))
         self.exc, self.tb, self.deterministic = exc, tb, deterministic
         self.wait_seq, self.attempts = wait_seq, attempts
-
-
-# -- timers -----------------------------------------------------------------------------------
-
-def _fire_timers(goroutines: list[Goroutine], now: datetime) -> list[int]:
-    """Consume the select of each locked, blocked goroutine whose timer is due: the first due
-    timer case (in case order) fires. Returns the goroutines made runnable."""
-    first_due: dict[int, tuple[str, datetime]] = {}
-    for gid, target, deadline in PendingCase.objects.filter(
-        goroutine__in=goroutines, kind="timer", deadline__lte=now
-    ).order_by("goroutine_id", "case_index").values_list("goroutine_id", "target", "deadline"):
-        first_due.setdefault(gid, (target, deadline))
-    if not first_due:
-        return []
-    PendingCase.objects.filter(goroutine_id__in=list(first_due)).delete()
-    # One UPDATE per (method, deadline): timers set for the same moment fire in one statement.
-    groups: dict[tuple[str, datetime], list[int]] = {}
-    for gid, case in first_due.items():
-        groups.setdefault(case, []).append(gid)
-    for (target, deadline), ids in groups.items():
-        Goroutine.objects.filter(pk__in=ids).update(
-            status=GoroutineStatus.RUNNABLE, next_method=target, next_value=None, next_closed=False,
-            next_case=f"timer {deadline.isoformat()}", next_source={"timer": deadline.isoformat()},
-            wait_seq=F("wait_seq") + 1, runnable_since=now, updated_at=now,
-        )
-    return sorted(first_due)
-
-
-def fire_due_timer(goroutine_id: int) -> bool:
-    """If the goroutine is blocked and one of its timer cases is due, consume its select."""
-
-    def attempt() -> bool:
-        with transaction.atomic():
-            locked = list(
-                Goroutine.objects.select_for_update().filter(pk=goroutine_id, status=GoroutineStatus.BLOCKED)
-            )
-            return bool(locked) and bool(_fire_timers(locked, clock.now()))
-
-    return with_db_retries(attempt)
-
-
-def fire_due_timers(limit: int = 100) -> list[int]:
-    """Fire due timers in bulk: one transaction for up to `limit` blocked goroutines. Rows that
-    another transaction holds (a counterpart firing them now) are skipped, not waited for; if
-    that transaction rolls back, the next timer job or sweep finds the timer still due."""
-
-    def attempt() -> list[int]:
-        with transaction.atomic():
-            now = clock.now()
-            due = set(
-                PendingCase.objects.filter(kind="timer", deadline__lte=now, goroutine__status=GoroutineStatus.BLOCKED)
-                .order_by("deadline").values_list("goroutine_id", flat=True)[: limit * 2]
-            )
-            locked = list(
-                Goroutine.objects.select_for_update(skip_locked=True)
-                .filter(pk__in=sorted(due)[:limit], status=GoroutineStatus.BLOCKED).order_by("id")
-            )
-            return _fire_timers(locked, now) if locked else []
-
-    return with_db_retries(attempt)
-
-
-def next_timer_deadline() -> datetime | None:
-    """The earliest deadline of any pending timer case (a read on the timer index, no lock)."""
-    return PendingCase.objects.filter(kind="timer").aggregate(due=Min("deadline"))["due"]
 
 
 # -- the step ---------------------------------------------------------------------------------
@@ -201,7 +135,7 @@ class Step:
         self.goroutine_names = {x.name for x in goroutines}
         # Read under the process lock: only this process's steps and services (which take that
         # lock) end goroutines, so whether any other is still live cannot change under us.
-        self.others_live = any(x.id != g.id and x.status in LIVE for x in goroutines)
+        self.others_live = any(x.id != g.id and x.status in GOROUTINE_LIVE for x in goroutines)
         self.started_goroutines = False  # this step ran p.go(...)
         self.paused = ""  # the runaway guard paused the goroutine in this step: why
         self.started = time.perf_counter()
@@ -210,7 +144,8 @@ class Step:
         self.detail: dict[str, Any] = {}
         self.source = {"process": proc.id, "goroutine": g.name, "seq": proc.step_count + 1}
         # What this step runs; the goroutine's next_* fields are overwritten by its new select.
-        self.ran = {"method": g.next_method, "case": g.next_case, "value": g.next_value, "source": g.next_source}
+        self.ran = {"method": g.next_method, "case": g.next_case, "channel": g.next_channel, "value": g.next_value,
+                    "source": g.next_source}
 
     def run(self) -> StepResult:
         proc, g = self.proc, self.g
@@ -253,20 +188,20 @@ class Step:
         else:
             func(p)
         if p.decls.open_cases:
-            raise p._fail("a select case was started without .to(method)")
+            raise p.declaration_error("a select case was started without .to(method)")
         if p.decls.call is not None and not p.decls.call.target:
-            raise p._fail("call() without .to(method)")
+            raise p.declaration_error("call() without .to(method)")
         if p.decls.cases == [] and p.decls.call is None:
             # Go's `select {}` blocks forever; a goroutine that may never run again is a bug here,
             # not a wait: refused, rather than ending the goroutine as "no select" would.
-            raise p._fail("select() with no cases (Go's `select {}` blocks forever); "
+            raise p.declaration_error("select() with no cases (Go's `select {}` blocks forever); "
                           "to end the goroutine, declare no select at all")
 
     def _encode_state(self, definition: Definition, instance: Any, p: Process) -> dict:
         try:
             return to_json(definition.dump_state(instance))
         except ValueError_ as exc:
-            raise p._fail(f"the state is not JSON: {exc}") from None
+            raise p.declaration_error(f"the state is not JSON: {exc}") from None
 
     # -- applying the declarations -----------------------------------------------------------
     def _apply(self, definition: Definition, p: Process, state: dict) -> bool:
@@ -286,11 +221,8 @@ class Step:
                 self._note("closed", name)
 
         for go in d.gos:
-            new = Goroutine.objects.create(
-                process=proc, name=go.name, status=GoroutineStatus.RUNNABLE, next_method=go.method,
-                next_value=go.arg, next_case="go", next_source={"process": proc.id, "goroutine": g.name},
-                runnable_since=self.now,
-            )
+            started = Next(go.method, NextKind.GO, value=go.arg, source={"process": proc.id, "goroutine": g.name})
+            new = Goroutine.objects.create(process=proc, name=go.name, **next_fields(started, self.now))
             self.woken.append(new.id)
             self._note("started", go.name)
 
@@ -321,13 +253,11 @@ class Step:
         return runnable_again
 
     def _make_channels(self, p: Process, made: list[tuple[str, int, ChannelPolicy]]) -> None:
-        from slct_workflows.models import Channel
-
         if not made:
             return
         for name, _, _ in made:
             if Channel.objects.filter(pk=name).exists():
-                raise p._fail(f"make_chan: channel {name!r} already exists")
+                raise p.declaration_error(f"make_chan: channel {name!r} already exists")
         channels.make([
             Channel(name=name, capacity=capacity, owner=self.proc.id, policy=policy.policy,
                     send_permission=policy.permission, send_group=policy.group)
@@ -335,22 +265,20 @@ class Step:
         ])
 
     def _start_child(self, p: Process) -> semantics.Case:
-        from slct_workflows.services import create_process_rows
-
         call = p.decls.call
         try:
             child_def = registry.get(call.definition)
         except NotFound as exc:
-            raise p._fail(str(exc)) from None
+            raise p.declaration_error(str(exc)) from None
         if call.id and ProcessInstance.objects.filter(pk=call.id).exists():
-            raise p._fail(f"call(): a process with id {call.id!r} already exists")
+            raise p.declaration_error(f"call(): a process with id {call.id!r} already exists")
         child_id = call.id or new_id()
         result_channel = f"result-{child_id}"
         if Channel.objects.filter(pk=result_channel).exists():
-            raise p._fail(f"call(): channel {result_channel!r} already exists; choose another child id")
+            raise p.declaration_error(f"call(): channel {result_channel!r} already exists; choose another child id")
         # Private: only the child's last step (or its cancellation) answers the parent.
         channels.make([Channel(name=result_channel, capacity=1, owner=self.proc.id, policy=SendPolicy.PRIVATE)])
-        child, main = create_process_rows(
+        child, main = lifecycle.create_process_rows(
             child_def, call.input, child_id, parent=self.proc, result_channel=result_channel, now=self.now
         )
         self.woken.append(main.id)
@@ -367,7 +295,7 @@ class Step:
             g.set_status(GoroutineStatus.BLOCKED)
             g.hot_steps = 0  # it waits for someone: not a runaway
             g.wait_seq += 1
-            g.next_method, g.next_value, g.next_closed, g.next_case, g.next_source = "", None, False, "", None
+            _assign(g, cleared_fields())
             _INSERT_CASES([
                 PendingCase(
                     goroutine=g, wait_seq=g.wait_seq, case_index=i, kind=c.kind, channel_id=c.channel,
@@ -378,7 +306,13 @@ class Step:
             deadlines = [c.deadline for c in cases if c.kind == semantics.TIMER]
             if deadlines:
                 dispatch.after_commit_timers_at(min(deadlines))
-            return False, "blocked on " + ", ".join(c.describe() for c in cases)
+            described = tuple(c.describe() for c in cases)
+            if hooks.wanted(hooks.GoroutineBlocked):
+                hooks.emit([hooks.GoroutineBlocked(
+                    process_id=self.proc.id, goroutine=g.name, goroutine_id=g.id, cases=described,
+                    deadline=min(deadlines) if deadlines else None,
+                )])
+            return False, "blocked on " + ", ".join(described)
         case = cases[decision.case_index]
         source = None
         for fire in decision.fires:
@@ -395,12 +329,16 @@ class Step:
             if fire.waiter.owner[0] == "g":
                 self._note("woke", fire.waiter.owner[1])
         g.wait_seq += 1
-        g.next_method = case.target
-        g.next_value = decision.value if case.kind == semantics.RECV else None
-        g.next_closed = decision.closed
-        g.next_case = case.describe() + (" (closed)" if decision.closed else "")
-        g.next_source = source
-        g.runnable_since = self.now
+        _assign(g, next_fields(Next(
+            case.target, case.kind, channel=case.channel or "", at=case.deadline if case.kind == semantics.TIMER else None,
+            value=decision.value if case.kind == semantics.RECV else None, closed=decision.closed, source=source,
+        ), self.now))
+        if hooks.wanted(hooks.SelectFired):
+            hooks.emit([hooks.SelectFired(
+                process_id=self.proc.id, goroutine=g.name, goroutine_id=g.id, kind=case.kind,
+                channel=case.channel or "", method=case.target, by=_fired_by(case, decision, source),
+                source=source, closed=decision.closed,
+            )])
         return True, "fired " + g.next_case
 
     # -- the runaway guard (DESIGN 2.9, docs/OPERATIONS.md "Runaway goroutines") --------------
@@ -440,6 +378,9 @@ class Step:
             f"the limit is SLCT_RUNAWAY_STEPS={limit}. Fix the workflow or what it waits on, then resume it."
         )
         self._note("paused", g.name)
+        if hooks.wanted(hooks.GoroutinePaused):
+            hooks.emit([hooks.GoroutinePaused(process_id=self.proc.id, goroutine=g.name, goroutine_id=g.id,
+                                              reason=self.paused)])
         log.warning("process %s: goroutine %s paused by the runaway guard (%s fires in a row, last %s)",
                     self.proc.id, g.name, g.hot_steps, g.next_case)
         return True
@@ -460,6 +401,7 @@ class Step:
         proc.set_status(ProcessStatus.DONE)
         proc.output = output
         proc.finished_at = self.now
+        lifecycle.process_ended(proc)
         if g.status != GoroutineStatus.DONE:
             g.set_status(GoroutineStatus.DONE)
         if self.others_live or self.started_goroutines:
@@ -476,7 +418,7 @@ class Step:
         ran = self.ran
         event = Event(
             process=proc, seq=proc.step_count, kind=kind, goroutine=g.name, method=ran["method"],
-            case=ran["case"], channel=_case_channel(ran["case"]), value=ran["value"], source=ran["source"],
+            case=ran["case"], channel=ran["channel"], value=ran["value"], source=ran["source"],
             detail=self.detail or None, error=error, traceback=tb,
             started_at=self.now, finished_at=self.now + timedelta(seconds=time.perf_counter() - self.started),
         )
@@ -494,12 +436,8 @@ class Step:
                 started_at=event.finished_at, finished_at=event.finished_at,
             ))
         # The step's last writes go together: one round trip on PostgreSQL (fixed_sql.execute_together).
-        listened = post_save.has_listeners(Event)
         with _SAVE_PROCESS.saving(proc) as proc_row, _SAVE_GOROUTINE.saving(g) as goroutine_row:
-            execute_together([proc_row, goroutine_row, *([] if listened else [_INSERT_EVENT.statement(events)])])
-        if listened:
-            for e in events:
-                e.save()  # listeners get the saved row, with its id
+            execute_together([proc_row, goroutine_row, _INSERT_EVENT.statement(events)])
 
     # -- failures ----------------------------------------------------------------------------
     def failed(self, failure: StepFailed) -> StepResult:
@@ -513,6 +451,7 @@ class Step:
             g.set_status(GoroutineStatus.FAILED)
             proc.set_status(ProcessStatus.FAILED)
             proc.error = f"goroutine {g.name}, method {g.next_method}: {g.last_error}\n\n{tb}"
+            lifecycle.process_ended(proc)
             kind = EventKind.FAILED
             log.error("process %s failed: %s", proc.id, g.last_error)
         else:
@@ -525,36 +464,18 @@ class Step:
         return StepResult(ran=True, failed=True)
 
 
-def _case_channel(case: str) -> str:
-    parts = case.split(" ")
-    return parts[1] if len(parts) >= 2 and parts[0] in ("recv", "send") else ""
+def _assign(g: Goroutine, fields: dict[str, Any]) -> None:
+    for name, value in fields.items():
+        setattr(g, name, value)
 
 
-# -- shared with the services --------------------------------------------------------------
-
-def end_goroutines(proc: ProcessInstance, *, exclude: int | None, status: str) -> list[int]:
-    """Cancel/finish every live goroutine of `proc` (locked, in id order) and drop their cases."""
-    qs = Goroutine.objects.select_for_update().filter(
-        process=proc, status__in=LIVE
-    ).order_by("id")
-    if exclude is not None:
-        qs = qs.exclude(pk=exclude)
-    ids = list(qs.values_list("id", flat=True))
-    PendingCase.objects.filter(goroutine_id__in=ids).delete()
-    Goroutine.objects.filter(pk__in=ids).update(
-        status=status, next_method="", next_value=None, runnable_since=None, wait_seq=F("wait_seq") + 1
-    )
-    return ids
-
-
-def deliver_result(
-    locked: channels.LockedChannels, proc: ProcessInstance, output: Any, now: datetime, source: dict | None,
-    *, done: bool,
-) -> None:
-    """Answer the parent: a finished child's output goes into its result channel (capacity 1, one
-    sender, so it never blocks), then the channel is closed; a cancelled child only closes it."""
-    name = proc.result_channel
-    if done:
-        decision = channels.decide(locked, lambda: semantics.external_send(locked.states[name], output)[1])
-        channels.apply(locked, decision, now, source)
-    channels.close(locked, name, now, source)
+def _fired_by(case: semantics.Case, decision: semantics.Decision, source: dict | None) -> str:
+    if case.kind == semantics.TIMER:
+        return hooks.BY_TIMER
+    if case.kind == semantics.DEFAULT:
+        return hooks.BY_DEFAULT
+    if decision.closed:
+        return hooks.BY_CLOSE
+    if isinstance(source, dict) and "external" in source:
+        return hooks.BY_EXTERNAL
+    return hooks.BY_COUNTERPART

@@ -11,13 +11,11 @@ from typing import Iterator
 from django.db import transaction
 
 from slct_workflows import clock, conf
-
-from slct_workflows.runtime import dispatch, engine
-
-from slct_workflows.workers import heartbeat
-from slct_workflows.runtime.db import fresh_connection, is_transient, release_frames, reset_connection, with_db_retries
 from slct_workflows.models import Outbox, OutboxStatus
-from slct_workflows.workers.timer_loop import fire_due
+from slct_workflows.runtime import dispatch, engine, timers
+from slct_workflows.runtime.db import fresh_connection, is_transient, release_frames, reset_connection, with_db_retries
+from slct_workflows.workers import heartbeat
+from slct_workflows.workers.sweep import run_sweep
 
 log = logging.getLogger("slct_workflows")
 
@@ -37,7 +35,7 @@ def wake_timer(goroutine_id: int) -> int:
     still waits on it, then run whatever is runnable."""
     fresh_connection()
     with _database_outage((goroutine_id,)):
-        engine.fire_due_timer(goroutine_id)
+        timers.fire_due_timer(goroutine_id)
         return _run([goroutine_id])
     return 0
 
@@ -80,7 +78,7 @@ def fire_timers() -> int:
     """The scheduled timer job of one second: fire every due timer in bulk and enqueue the
     goroutines they woke. Returns how many fired."""
     fresh_connection()
-    fired, done = fire_due(until=time.monotonic() + 5 * conf.job_seconds())
+    fired, done = timers.fire_due(until=time.monotonic() + 5 * conf.job_seconds())
     if not done:
         dispatch.get().timers_at(clock.now())  # more is due than a job's time allows: go on in a new job
     return fired
@@ -102,7 +100,7 @@ def _run(goroutine_ids: list[int]) -> int:
                 current = queue.pop(0)
                 started = time.perf_counter()
                 result = engine.run_step(current)
-                if result.blocked and engine.fire_due_timer(current):
+                if result.blocked and timers.fire_due_timer(current):
                     started = time.perf_counter()
                     result = engine.run_step(current)
                 if not result.ran:
@@ -172,8 +170,6 @@ def sweep() -> dict:
     sweeps every SLCT_SWEEP_INTERVAL seconds. It does nothing if a sweep completed within the last
     half interval (the loop's, usually), and it schedules its own next run whatever happens:
     one failed sweep (a dropped connection, Redis away) no longer ends the chain."""
-    from slct_workflows.workers.timer_loop import run_sweep
-
     try:
         fresh_connection()
         redis = _redis()

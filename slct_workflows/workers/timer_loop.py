@@ -5,7 +5,7 @@ RQ's scheduler keeps scheduled jobs in whole seconds and looks for due ones once
 timer handed to it alone fires 0.5-2 s late. Every `slct_workflows.worker.Worker` runs this loop
 on a thread; one of them leads at a time (a short Redis lease, renewed while it runs), so the
 database sees one poller however many workers there are. Firing is the engine's bulk
-`fire_due_timers` (skip-locked, idempotent), and the woken goroutines go to the queue like any
+`runtime.timers.fire_due` (skip-locked, idempotent), and the woken goroutines go to the queue like any
 other wake-up: a loop that dies loses nothing, and the scheduled `fire_timers` jobs stay as the
 fallback.
 
@@ -19,95 +19,26 @@ leader whose database or Redis comes back. No exception stops the loop: each par
 the timers, the sweep) logs once when it starts failing and once when it works again, and
 retries every second meanwhile.
 
-Who counts (the metrics, the worker's log summary) listens: functions appended to
-`sweep_listeners` are called after every sweep attempt with `(ok, report_or_None, seconds)`, and
-those in `timer_listeners` with the number of timers each bulk firing consumed; a listener that
-raises is logged and ignored.
+The leader also runs the registered maintenance tasks (`slct_workflows.maintenance`: retention,
+schedules). Who counts listens: `workers.sweep.sweep_listeners`, `runtime.timers.timer_listeners`.
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import Any, Callable
-
-from django.db import DatabaseError, InterfaceError
 
 from slct_workflows import clock, conf, maintenance
-
-from slct_workflows.runtime import dispatch, engine
-
-from slct_workflows.workers import heartbeat
-from slct_workflows.runtime.db import fresh_connection, is_connection_lost, release_frames, reset_connection
+from slct_workflows.runtime import timers
+from slct_workflows.runtime.db import reset_connection
+from slct_workflows.workers import heartbeat, sweep
+from slct_workflows.runtime.db import release_frames
+from slct_workflows.workers.sweep import once_more
 
 log = logging.getLogger("slct_workflows")
 
 LEASE_SECONDS = 3.0
 RETRY_SECONDS = 1.0  # a failing part (Redis, the timers, the sweep) tries again this often
-
-# This process's sweeps (the loop's, the scheduled job's, the command's) and bulk timer firings.
-sweep_listeners: list[Callable[[bool, Any, float], None]] = []
-timer_listeners: list[Callable[[int], None]] = []
-
-
-def epoch_key() -> str:
-    """Set by the leading loop, never expires: if it is missing, Redis lost its data."""
-    return f"slct:redis-epoch:{conf.queue_name()}"
-
-
-def run_sweep(redis: Any, grace: float | None = None):
-    """One recovery sweep: services.sweep (a connection the database dropped is replaced and the
-    sweep retried), then the heartbeat key /readyz and the metrics read, and the sweep
-    listeners. Raises what the sweep raised (told as a failure)."""
-    from slct_workflows import services
-
-    started = time.monotonic()
-    try:
-        fresh_connection()
-        report = _once_more(lambda: services.sweep(grace))
-        heartbeat.record_sweep(redis)
-    except Exception:
-        _tell(sweep_listeners, False, None, time.monotonic() - started)
-        raise
-    _tell(sweep_listeners, True, report, time.monotonic() - started)
-    return report
-
-
-def _once_more(func: Callable[[], Any]) -> Any:
-    """Run `func`; if its database connection was found dead, once more on a new one. Not
-    with_db_retries: a database that stays away fails the attempt at once, and the loop (which
-    must keep renewing its lease) tries again a second later."""
-    try:
-        return func()
-    except (DatabaseError, InterfaceError) as exc:
-        if not is_connection_lost(exc):
-            raise
-        release_frames(exc)
-        reset_connection()
-        return func()
-
-
-def _tell(listeners: list[Callable[..., None]], *args: Any) -> None:
-    for listener in list(listeners):
-        try:
-            listener(*args)
-        except Exception:
-            log.exception("a timer-loop listener raised")
-
-
-def fire_due(until: float | None = None) -> tuple[int, bool]:
-    """Fire every timer due now, a bulk transaction at a time, and enqueue the woken goroutines;
-    stop at `until` (time.monotonic()) if given. Returns how many fired and whether none is left."""
-    fired = 0
-    while until is None or time.monotonic() < until:
-        ids = engine.fire_due_timers()
-        if not ids:
-            return fired, True
-        dispatch.wake_now(ids)
-        fired += len(ids)
-        _tell(timer_listeners, len(ids))
-    return fired, False
-
 
 class TimerLoop:
     def __init__(self, redis, name: str, *, poll: float | None = None, sweep_interval: float | None = None) -> None:
@@ -115,7 +46,7 @@ class TimerLoop:
         self.poll = conf.timer_poll_seconds() if poll is None else poll
         self.sweep_interval = conf.sweep_interval() if sweep_interval is None else sweep_interval
         self.key = heartbeat.leader_key()
-        self.epoch_key = epoch_key()
+        self.epoch_key = sweep.epoch_key()
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
         self.renew_at = 0.0  # monotonic time of the next lease renewal while leading
@@ -190,7 +121,7 @@ class TimerLoop:
             wait = self._timers()
         if self.sweep_interval > 0:
             wait = min(wait, self._sweep())
-        wait = min(wait, maintenance.run_due())
+        wait = min(wait, maintenance.run_due(time.monotonic()))
         return max(0.0, wait)
 
     # -- the parts ------------------------------------------------------------------------------
@@ -209,12 +140,12 @@ class TimerLoop:
         return wait
 
     def _round(self) -> float:
-        due = _once_more(engine.next_timer_deadline)
+        due = once_more(timers.next_deadline)
         now = clock.now()
         if due is None or due > now:
             wait = self.poll if due is None else (due - now).total_seconds()
             return max(0.001, min(self.poll, wait))
-        fired, _ = fire_due()
+        fired, _ = timers.fire_due()
         # Nothing fired although one is due: its goroutine is locked by a step right now.
         return 0.0 if fired else self.poll
 
@@ -223,7 +154,7 @@ class TimerLoop:
         if now < self.next_sweep:
             return self.next_sweep - now
         try:
-            report = run_sweep(self.redis, self.sweep_grace)
+            report = sweep.run_sweep(self.redis, self.sweep_grace)
         except Exception as exc:
             self._failed("sweep", "recovery sweep failed", exc)
             reset_connection()

@@ -40,15 +40,16 @@ from typing import Any, Callable, TypeVar
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import SentinelConnectionPool
 from rq.exceptions import DequeueTimeout, StopRequested
 from rq.logutils import blue, green
 from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 
 from slct_workflows import conf
-
-from slct_workflows.workers import timer_loop
 from slct_workflows import metrics  # noqa: F401 - counts the timer loop's sweeps (it registers a sweep listener)
+from slct_workflows.runtime import timers
+from slct_workflows.workers import sweep
 from slct_workflows.workers.timer_loop import TimerLoop
 
 log = logging.getLogger("slct_workflows")
@@ -159,9 +160,9 @@ def install_activity_counting() -> None:
     if _counting_installed:
         return
     _counting_installed = True
-    timer_loop.timer_listeners.append(lambda n: activity.add(timers=n))
-    if _count_sweep not in timer_loop.sweep_listeners:
-        timer_loop.sweep_listeners.append(_count_sweep)
+    timers.timer_listeners.append(lambda n: activity.add(timers=n))
+    if _count_sweep not in sweep.sweep_listeners:
+        sweep.sweep_listeners.append(_count_sweep)
 
 
 def persistent_db_connections() -> None:
@@ -413,8 +414,11 @@ class Worker(SimpleWorker):
         pool = self.connection.connection_pool
         # One quick retry (a dropped idle connection), not redis-py's ten with backoff: the loop
         # itself tries again every second.
-        kwargs = {**pool.connection_kwargs, "socket_timeout": LOOP_REDIS_TIMEOUT,
-                  "socket_connect_timeout": LOOP_REDIS_TIMEOUT, "retry": Retry(NoBackoff(), 1)}
+        short = {"socket_timeout": LOOP_REDIS_TIMEOUT, "socket_connect_timeout": LOOP_REDIS_TIMEOUT,
+                 "retry": Retry(NoBackoff(), 1)}
+        if isinstance(pool, SentinelConnectionPool):  # REDIS_SENTINELS: its Sentinel finds (and follows) the master
+            return pool.sentinel_manager.master_for(pool.service_name, **short)
+        kwargs = {**pool.connection_kwargs, **short}
         return redis.Redis(connection_pool=type(pool)(connection_class=pool.connection_class, **kwargs))
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:

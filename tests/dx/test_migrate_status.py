@@ -192,7 +192,7 @@ def test_migration_waits_for_a_step_holding_the_process_lock(workflow_registry, 
         try:
             with transaction.atomic():
                 ProcessInstance.objects.select_for_update().get(pk=pid)
-                Goroutine.objects.filter(process_id=pid, name="Main").update(next_method="Main_Timeout", next_case="timer x")
+                Goroutine.objects.filter(process_id=pid, name="Main").update(next_method="Main_Timeout", next_kind="timer")
                 locked.set()
                 release.wait(10)
                 time.sleep(0.3)  # still holding the lock when the migration starts waiting

@@ -217,11 +217,6 @@ def _redis_url() -> str:
 def test_installed_package_runs_a_workflow_in_a_new_site(package_site, tmp_path):
     site, python, env = package_site
     run([python, "manage.py", "migrate", "--noinput"], cwd=site, env=env)
-    run([python, "manage.py", "createsuperuser", "--noinput", "--username", "admin", "--email", "admin@example.com"],
-        cwd=site, env={**env, "DJANGO_SUPERUSER_PASSWORD": PASSWORD})
-    token = re.search(r"Generated token (\S+) for user admin", run([python, "manage.py", "drf_create_token", "admin"],
-                                                                    cwd=site, env=env)).group(1)
-
     port = free_port()
     logs = {name: open(tmp_path / f"{name}.log", "wb") for name in ("worker", "web")}
     worker = subprocess.Popen([python, "manage.py", "slct_worker", "--with-scheduler"], cwd=site, env=env,
@@ -229,6 +224,11 @@ def test_installed_package_runs_a_workflow_in_a_new_site(package_site, tmp_path)
     web = subprocess.Popen([python, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"], cwd=site, env=env,
                            stdout=logs["web"], stderr=subprocess.STDOUT, start_new_session=True)
     try:
+        # The user and the token while the worker and the web server start.
+        run([python, "manage.py", "createsuperuser", "--noinput", "--username", "admin", "--email", "admin@example.com"],
+            cwd=site, env={**env, "DJANGO_SUPERUSER_PASSWORD": PASSWORD})
+        created = run([python, "manage.py", "drf_create_token", "admin"], cwd=site, env=env)
+        token = re.search(r"Generated token (\S+) for user admin", created).group(1)
         base = f"http://127.0.0.1:{port}"
         api = Client(base, token)
 
@@ -255,6 +255,8 @@ def test_installed_package_runs_a_workflow_in_a_new_site(package_site, tmp_path)
         anonymous = Client(base)
         status, _, headers = anonymous.request("GET", "/django-rq/")
         assert status == 302 and "/admin/login/" in headers["Location"], "django-rq must need a login"
+        # slack_integration is not installed (nor slack_sdk): the include leaves its URLs out.
+        assert anonymous.request("POST", "/slack/interactivity/")[0] == 404
 
         admin = Client(base)
         assert admin.request("GET", "/admin/login/")[0] == 200

@@ -373,24 +373,52 @@ def _postgres_only() -> None:
         pytest.skip("PostgreSQL only: the plan and the volume are PostgreSQL's")
 
 
+def _insert_select(model, select: dict[str, str | tuple[str, list]], source: str, params: list) -> int:
+    """INSERT INTO model's table SELECT ... FROM source: columns named in `select` get that SQL
+    expression, every other column its field default as the ORM would write it (so the test
+    keeps up with new columns). PostgreSQL does the rows, not Python: 20,000 in milliseconds."""
+    now = timezone.now()
+    columns, values, select_params = [], [], []
+    for f in model._meta.local_concrete_fields:
+        if f.column in select:
+            sql, args = select[f.column] if isinstance(select[f.column], tuple) else (select[f.column], [])
+            columns.append(f.column)
+            values.append(sql)
+            select_params += args
+        elif not f.primary_key:
+            value = now if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False) else f.get_default()
+            columns.append(f.column)
+            values.append("%s")
+            select_params.append(f.get_db_prep_save(value, connection))
+    qn = connection.ops.quote_name
+    sql = (f"INSERT INTO {qn(model._meta.db_table)} ({', '.join(qn(c) for c in columns)}) "
+           f"SELECT {', '.join(values)} FROM {source}")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*select_params, *params])
+        return cursor.rowcount
+
+
 def test_tens_of_thousands_pruned_in_batches_along_the_index():
     _postgres_only()
     n, live_n = 20_000, 1_000
     now = timezone.now()
-    procs = [ProcessInstance(id=f"ret-bulk-{i:05d}", definition="ret-maker",
-                             status=[ProcessStatus.DONE, ProcessStatus.CANCELLED][i % 2],
-                             finished_at=now - OLD - timedelta(seconds=i)) for i in range(n)]
-    procs += [ProcessInstance(id=f"ret-live-{i:05d}", definition="ret-waiter", status=ProcessStatus.RUNNING)
-              for i in range(live_n)]
-    ProcessInstance.objects.bulk_create(procs, batch_size=5000)
-    Event.objects.bulk_create(
-        [Event(process_id=p.id, seq=s, kind="step", started_at=now, finished_at=now) for p in procs for s in (1, 2)],
-        batch_size=10_000,
-    )
-    Goroutine.objects.bulk_create([Goroutine(process_id=p.id, name="Main", status="done") for p in procs[:n]],
-                                  batch_size=10_000)
-    Channel.objects.bulk_create([Channel(name=f"chan-{p.id}", owner=p.id) for p in procs[: n : 10]])
-    ProcessInstance.objects.filter(status=ProcessStatus.RUNNING).update(updated_at=now - OLD * 2)
+    procs = "slct_workflows_processinstance p"
+    _insert_select(ProcessInstance, {
+        "id": "'ret-bulk-' || lpad(i::text, 5, '0')", "definition": "'ret-maker'",
+        "status": "CASE WHEN i %% 2 = 0 THEN 'done' ELSE 'cancelled' END",
+        "finished_at": ("%s - make_interval(secs => i)", [now - OLD]),
+    }, "generate_series(0, %s) AS i", [n - 1])
+    _insert_select(ProcessInstance, {
+        "id": "'ret-live-' || lpad(i::text, 5, '0')", "definition": "'ret-waiter'", "status": "'running'",
+        "updated_at": ("%s", [now - OLD * 2]),
+    }, "generate_series(0, %s) AS i", [live_n - 1])
+    assert _insert_select(Event, {"process_id": "p.id", "seq": "s", "kind": "'step'",
+                                  "started_at": ("%s", [now]), "finished_at": ("%s", [now])},
+                          f"{procs} CROSS JOIN generate_series(1, 2) AS s", []) == 2 * (n + live_n)
+    assert _insert_select(Goroutine, {"process_id": "p.id", "name": "'Main'", "status": "'done'"},
+                          f"{procs} WHERE p.status <> 'running'", []) == n
+    assert _insert_select(Channel, {"name": "'chan-' || p.id", "owner": "p.id"},
+                          f"{procs} WHERE p.id LIKE '%%0' AND p.status <> 'running'", []) == n // 10
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE slct_workflows_processinstance")
 

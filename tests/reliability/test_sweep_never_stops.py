@@ -10,7 +10,7 @@ import pytest
 
 from slct_workflows import services
 
-from slct_workflows.workers import heartbeat, jobs, timer_loop
+from slct_workflows.workers import heartbeat, jobs, sweep, timer_loop
 from slct_workflows.workers.timer_loop import TimerLoop
 
 
@@ -50,7 +50,7 @@ def test_a_failing_sweep_is_counted_logged_once_and_retried(loop, clean_redis, m
         return real(grace)
 
     monkeypatch.setattr(services, "sweep", flaky)
-    monkeypatch.setattr(timer_loop, "sweep_listeners", [lambda ok, report, seconds: seen.append(ok)])
+    monkeypatch.setattr(sweep, "sweep_listeners", [lambda ok, report, seconds: seen.append(ok)])
     with caplog.at_level(logging.INFO, logger="slct_workflows"):
         assert loop.tick() == pytest.approx(timer_loop.RETRY_SECONDS)  # fails: tries again in a second
         for _ in range(2):
@@ -112,7 +112,7 @@ def test_the_scheduled_sweep_job_schedules_its_successor_even_when_it_fails(db, 
     def broken(redis, grace=None):
         raise RuntimeError("terminating connection due to administrator command")
 
-    monkeypatch.setattr(timer_loop, "run_sweep", broken)
+    monkeypatch.setattr(jobs, "run_sweep", broken)
     with pytest.raises(RuntimeError):
         jobs.sweep()
     jobs_scheduled = [j.decode() for j in clean_redis.zrange(scheduled, 0, -1)]

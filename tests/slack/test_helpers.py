@@ -303,22 +303,21 @@ def test_reconcile_leaves_open_questions_alone(runner, slack_settings, fake_slac
     assert ProcessInstance.objects.get(pk=pid).status == "running"
 
 
-def test_slack_sync_command_closes_questions_missed_by_the_signals(runner, slack_settings, fake_slack):
+def test_slack_sync_command_closes_questions_missed_by_the_hooks(runner, slack_settings, fake_slack):
     from io import StringIO
 
     from django.core.management import call_command
-    from django.db.models.signals import post_save
 
-    from slack_integration import signals
-    from slct_workflows.models import Goroutine, ProcessInstance as P
+    from slack_integration import listeners
+    from slct_workflows import hooks
 
     pid = runner.start("slack-test-approve", {"channel": "#finance", "timeout": 60})
-    post_save.disconnect(signals.goroutine_saved, sender=Goroutine, dispatch_uid="slack_integration.goroutine_saved")
-    post_save.disconnect(signals.process_saved, sender=P, dispatch_uid="slack_integration.process_saved")
+    hooks.unsubscribe(hooks.SelectFired, listeners.select_fired)
+    hooks.unsubscribe(hooks.ProcessEnded, listeners.process_ended)
     try:
         runner.advance(seconds=60)
     finally:
-        signals.connect()
+        listeners.connect()
     assert runner.process(pid).output["timed_out"] is True
     m = the_message(pid)
     assert m.status == Status.OPEN  # nobody noticed

@@ -2,7 +2,7 @@ from django.core.management.base import BaseCommand
 
 from slct_workflows import conf
 
-from slct_workflows.workers import jobs, timer_loop
+from slct_workflows.workers import jobs, sweep
 
 
 class Command(BaseCommand):
@@ -19,7 +19,7 @@ class Command(BaseCommand):
     def handle(self, *args, schedule=False, grace=None, **options):
         import django_rq
 
-        report = timer_loop.run_sweep(django_rq.get_connection(conf.queue_name()), grace)
+        report = sweep.run_sweep(django_rq.get_connection(conf.queue_name()), grace)
         self.stdout.write(
             f"re-enqueued {report.runnable} runnable goroutines, {report.timers} due timers, {report.outbox} outbox jobs"
         )
