@@ -7,9 +7,8 @@ class SlackIntegrationConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from slct_workflows import selectors
-
         from slack_integration import admin_hooks, checks, listeners  # noqa: F401  (checks registers itself)
+        from slct_workflows import selectors
 
         listeners.connect()
         # The admin names a question's reply channel "approval “…” in #finance" and links the message.

@@ -9,8 +9,15 @@ from __future__ import annotations
 from datetime import datetime
 
 from slack_sdk.models.blocks import (
-    ActionsBlock, ButtonElement, ContextBlock, InputBlock, MarkdownTextObject, Option, PlainTextInputElement,
-    SectionBlock, StaticSelectElement,
+    ActionsBlock,
+    ButtonElement,
+    ContextBlock,
+    InputBlock,
+    MarkdownTextObject,
+    Option,
+    PlainTextInputElement,
+    SectionBlock,
+    StaticSelectElement,
 )
 from slack_sdk.models.views import View
 

@@ -17,10 +17,9 @@ from typing import Iterable
 
 from django.db import transaction
 
-from slct_workflows import hooks
-
 from slack_integration import services
 from slack_integration.models import Kind, SlackMessage, Status
+from slct_workflows import hooks
 
 log = logging.getLogger("slack_integration")
 

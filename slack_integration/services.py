@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone as dt_timezone
+from datetime import datetime
+from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.db import transaction
@@ -28,11 +29,16 @@ from django.utils.dateparse import parse_datetime
 from slct_workflows import clock
 from slct_workflows import services as wf
 from slct_workflows.access import Sender
-from slct_workflows.runtime import with_db_retries
 from slct_workflows.errors import ChannelClosed, Conflict, Forbidden, InvalidInput, NoReceiver, NotFound
 from slct_workflows.models import (
-    ExternalSend, GoroutineStatus, PendingCase, ProcessInstance, ProcessStatus, SendStatus,
+    ExternalSend,
+    GoroutineStatus,
+    PendingCase,
+    ProcessInstance,
+    ProcessStatus,
+    SendStatus,
 )
+from slct_workflows.runtime import with_db_retries
 
 from . import blocks, identity
 from .models import Delivery, Kind, SlackMessage, Status

@@ -22,9 +22,9 @@ from typing import Any
 from slct_workflows import access, clock
 from slct_workflows import services as wf
 from slct_workflows.access import Sender
-from slct_workflows.runtime import consistent_read
 from slct_workflows.errors import Forbidden, SlctError
 from slct_workflows.models import GOROUTINE_LIVE, Channel, Goroutine, GoroutineStatus, PendingCase
+from slct_workflows.runtime import consistent_read
 
 from . import conf, identity
 from .models import Kind, SlackMessage, Status

@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from slct_workflows import Process, register
-
 from slack_integration import slack
+from slct_workflows import Process, register
 
 
 @register("expense")

@@ -590,7 +590,7 @@ class OutboxAdmin(ReadOnlyAdmin):
 
 # -- the admin index: what an operator looks at first, engine internals below ----------------------
 
-FRONT = ["processinstance", "channel"]  # "SLCT workflows": the dashboard, processes, channels
+FRONT = ["processinstance", "channel", "schedule"]  # "SLCT workflows": the dashboard, processes, channels, schedules
 INTERNALS_NAME = "SLCT engine internals"
 APP_ORDER = ["slct_workflows", "slack_integration", "slct_workflows:internals"]  # then the rest, by name
 

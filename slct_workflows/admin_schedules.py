@@ -126,10 +126,3 @@ class ScheduleAdmin(admin.ModelAdmin):
     @admin.display(description="last error")
     def last_error_col(self, obj):
         return obj.last_error[:120] or "—"
-
-
-# The admin index shows schedules beside processes and channels, not among the engine internals.
-from slct_workflows.admin import FRONT  # noqa: E402  (admin.py imports this module at its end)
-
-if "schedule" not in FRONT:
-    FRONT.append("schedule")

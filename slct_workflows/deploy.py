@@ -17,13 +17,21 @@ from typing import Any, Iterable, Iterator
 from django.db import transaction
 
 from slct_workflows import clock
-from slct_workflows.runtime import with_db_retries
 from slct_workflows.definitions import Definition, accepts_value, registry, split_method
 from slct_workflows.errors import NotFound, SlctError
 from slct_workflows.models import (
-    PROCESS_LIVE, Channel, Event, EventKind, Goroutine, GoroutineStatus, NextKind, PendingCase, ProcessInstance,
+    PROCESS_LIVE,
+    Channel,
+    Event,
+    EventKind,
+    Goroutine,
+    GoroutineStatus,
+    NextKind,
+    PendingCase,
+    ProcessInstance,
     ProcessStatus,
 )
+from slct_workflows.runtime import with_db_retries
 
 LIVE = PROCESS_LIVE
 # Goroutines that will call `next_method` (a failed one calls it again when the process is retried).

@@ -23,9 +23,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
-from slct_workflows import conf
-
-from slct_workflows.workers import heartbeat
+from slct_workflows import conf, heartbeat
 
 log = logging.getLogger("slct_workflows")
 

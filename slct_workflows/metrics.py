@@ -124,9 +124,8 @@ def observe_step(result: Any, seconds: float, now: datetime | None = None) -> No
 
 def observe_sweep(ok: bool, report: Any, seconds: float) -> None:
     """Count a recovery sweep attempt and what it re-enqueued (a services.SweepReport). A
-    workers.sweep.sweep_listeners listener: registered when this module is imported, so every
-    sweep of a process that imported it (the worker's timer loop, the scheduled sweep job) is
-    counted. Never raises."""
+    listener of every sweep (`workers.sweep` lists it: the timer loop's, the scheduled job's,
+    the command's). Never raises."""
     if not _recording:
         return
     try:
@@ -138,20 +137,6 @@ def observe_sweep(ok: bool, report: Any, seconds: float) -> None:
                 SWEEP_REPAIRS.labels(kind=kind).inc(n)
     except Exception:
         _warn_once("a sweep")
-
-
-def _listen_to_sweeps() -> None:
-    try:
-        from slct_workflows.workers import sweep
-    except Exception:  # pragma: no cover - an import problem elsewhere must not hide the metrics
-        log.warning("metrics: sweeps are not counted (workers.sweep failed to import)", exc_info=True)
-        return
-    listeners = getattr(sweep, "sweep_listeners", None)
-    if listeners is not None and observe_sweep not in listeners:
-        listeners.append(observe_sweep)
-
-
-_listen_to_sweeps()
 
 
 # -- scrape-time gauges ----------------------------------------------------------------------
@@ -175,8 +160,7 @@ class RuntimeCollector:
     def _database(self) -> Iterable[Any]:
         from django.db.models import Count, Min, Q
 
-        from slct_workflows import clock
-        from slct_workflows import selectors
+        from slct_workflows import clock, selectors
         from slct_workflows.models import Goroutine, GoroutineStatus, ProcessInstance, ProcessStatus
 
         now = clock.now()
@@ -229,9 +213,7 @@ class RuntimeCollector:
     def _redis(self) -> Iterable[Any]:
         from rq import Queue
 
-        from slct_workflows import health
-
-        from slct_workflows.workers import heartbeat
+        from slct_workflows import health, heartbeat
 
         client = health.redis_client()
         queue = Queue(conf.queue_name(), connection=client)

@@ -16,6 +16,7 @@ from slct_workflows.errors import DeclarationError
 from slct_workflows.policy import ChannelPolicy
 from slct_workflows.values import MAX_CAPACITY, NAME_MAX, NAME_RULE, ValueError_, is_name, to_json
 
+
 @dataclass
 class GoDecl:
     name: str

@@ -6,7 +6,15 @@ from datetime import datetime
 from typing import Any
 
 from slct_workflows import clock
-from slct_workflows.models import BufferedValue, Channel, Event, Goroutine, GoroutineStatus, PendingCase, ProcessInstance
+from slct_workflows.models import (
+    BufferedValue,
+    Channel,
+    Event,
+    Goroutine,
+    GoroutineStatus,
+    PendingCase,
+    ProcessInstance,
+)
 
 
 @dataclass

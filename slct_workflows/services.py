@@ -16,8 +16,19 @@ from slct_workflows.access import Sender
 from slct_workflows.definitions import registry
 from slct_workflows.errors import ChannelClosed, Conflict, InvalidInput, NoReceiver, NotFound, QueueUnavailable
 from slct_workflows.models import (
-    Channel, Event, EventKind, ExternalSend, Goroutine, GoroutineStatus, Outbox, OutboxStatus, PendingCase,
-    ProcessInstance, ProcessStatus, SendStatus, new_id,
+    Channel,
+    Event,
+    EventKind,
+    ExternalSend,
+    Goroutine,
+    GoroutineStatus,
+    Outbox,
+    OutboxStatus,
+    PendingCase,
+    ProcessInstance,
+    ProcessStatus,
+    SendStatus,
+    new_id,
 )
 from slct_workflows.runtime import channels, dispatch, lifecycle, timers
 from slct_workflows.runtime.db import with_db_retries

@@ -12,8 +12,8 @@ Decimals and UUIDs as strings). `check_fields` says, for every field given, whet
     datetime, date, time, timedelta, Decimal, UUID   -> a string that parses as one
     Any, object, an annotation that cannot be resolved, any other class    -> any JSON
 
-The limits are REST's (one rule for every door): nesting at most api.parsers.MAX_DEPTH (64) levels, no NUL
-characters, unpaired surrogates or non-finite numbers (api.parsers.check_storable), and the
+The limits are REST's (one rule for every door): nesting at most values.MAX_DEPTH (64) levels, no NUL
+characters, unpaired surrogates or non-finite numbers (values.check_storable), and the
 encoded state at most SLCT_MAX_VALUE_BYTES (values.to_json).
 """
 from __future__ import annotations
@@ -31,6 +31,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.utils.dateparse import parse_date, parse_datetime, parse_duration, parse_time
+
+from slct_workflows.values import MAX_DEPTH, check_storable
 
 MAX_ERRORS = 10
 _ANY = object()  # "accept any JSON"
@@ -54,7 +56,6 @@ def loads(text: str) -> Any:
     """Parse JSON text as the REST API does (no NaN/Infinity): ValueError with a clear message
     otherwise, also for text nested too deep for the parser (never a RecursionError). The
     limits are the service's to check (set_state)."""
-    from slct_workflows.api.parsers import MAX_DEPTH  # imported here: the api package pulls in DRF
 
     try:
         value = json.loads(text, parse_constant=_reject_constant)
@@ -67,7 +68,6 @@ def loads(text: str) -> Any:
 
 def check_limits(value: Any, where: str = "state") -> None:
     """REST's nesting and storability rules (ValueError). Safe on any depth: it stops at the limit."""
-    from slct_workflows.api.parsers import MAX_DEPTH, check_storable
 
     try:
         check_storable(value, where=where)

@@ -36,15 +36,21 @@ from django.db.models import Q
 from django.utils import timezone
 
 from slct_workflows import clock, services
-
-from slct_workflows.runtime import channels, dispatch
-from slct_workflows.runtime import timers as timers_
-
-from slct_workflows.workers import jobs
 from slct_workflows.definitions import Registry, registry
 from slct_workflows.models import (
-    Event, EventKind, Goroutine, GoroutineStatus, Outbox, OutboxStatus, PendingCase, ProcessInstance, ProcessStatus,
+    Event,
+    EventKind,
+    Goroutine,
+    GoroutineStatus,
+    Outbox,
+    OutboxStatus,
+    PendingCase,
+    ProcessInstance,
+    ProcessStatus,
 )
+from slct_workflows.runtime import channels, dispatch
+from slct_workflows.runtime import timers as timers_
+from slct_workflows.workers import jobs
 
 __all__ = ["WorkflowRunner", "Stuck", "NullDispatcher", "isolated_registry", "forget"]
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from typing import Any
 
@@ -94,4 +95,25 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(dumps(list(parts)).encode()).hexdigest()
 
 
+# What JSON allows but the databases cannot store; the one rule for every door (REST, state edits).
+MAX_DEPTH = 64
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
+
+def check_storable(value: Any, depth: int = 0, where: str = "body") -> None:
+    """Raise ValueError for what JSON allows but the databases cannot store."""
+    if depth > MAX_DEPTH:
+        raise ValueError(f"{where} is nested more than {MAX_DEPTH} levels deep")
+    if isinstance(value, str):
+        if UNSTORABLE.search(value):
+            raise ValueError(f"{where} contains a NUL character or an unpaired surrogate (\\u0000, \\ud800-\\udfff)")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where} contains a number out of range (it overflows to infinity)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_storable(key, depth + 1, where)
+            check_storable(item, depth + 1, where)
+    elif isinstance(value, list):
+        for item in value:
+            check_storable(item, depth + 1, where)

@@ -15,11 +15,19 @@ from django.template.response import TemplateResponse
 
 from slct_workflows import selectors, services
 from slct_workflows.access import Sender
+from slct_workflows.admin_views.common import (
+    PERM_CLOSE,
+    PERM_SEND,
+    channel_url,
+    confirm_page,
+    confirmed,
+    pretty_json,
+    process_url,
+    require,
+    service_error,
+)
 from slct_workflows.errors import SlctError
 from slct_workflows.models import Channel, SendStatus
-from slct_workflows.admin_views.common import (
-    PERM_CLOSE, PERM_SEND, channel_url, confirm_page, confirmed, pretty_json, process_url, require, service_error,
-)
 
 KEY_RE = re.compile(r"^admin-[0-9a-f]{32}$")
 

@@ -14,11 +14,17 @@ from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 
 from slct_workflows import clock, conf, selectors, services
+from slct_workflows.admin_views.common import (
+    PERM_OPERATE_PROCESS,
+    can_view_processes,
+    channel_url,
+    confirm_page,
+    confirmed,
+    process_url,
+    require,
+)
 from slct_workflows.errors import SlctError
 from slct_workflows.models import Goroutine, GoroutineStatus, Outbox, OutboxStatus, ProcessStatus
-from slct_workflows.admin_views.common import (
-    PERM_OPERATE_PROCESS, can_view_processes, channel_url, confirm_page, confirmed, process_url, require,
-)
 
 REDIS_TIMEOUT = 3.0
 

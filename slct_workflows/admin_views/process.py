@@ -10,12 +10,20 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 
 from slct_workflows import clock, conf, selectors, services, timeline
+from slct_workflows.admin_views.common import (
+    PERM_OPERATE_PROCESS,
+    PERM_SEND,
+    can_view_processes,
+    channel_url,
+    confirm_page,
+    confirmed,
+    goroutine_waits_html,
+    process_url,
+    require,
+    service_error,
+)
 from slct_workflows.errors import SlctError
 from slct_workflows.models import GoroutineStatus, ProcessInstance, ProcessStatus
-from slct_workflows.admin_views.common import (
-    PERM_OPERATE_PROCESS, PERM_SEND, can_view_processes, channel_url, confirm_page, confirmed, process_url, require,
-    goroutine_waits_html, service_error,
-)
 
 TIMELINE_STEPS = 300  # the newest steps drawn; the history table pages through all of them
 HISTORY_ROWS = 200

@@ -14,9 +14,9 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 
 from slct_workflows import services, state_schema
+from slct_workflows.admin_views.common import PERM_OPERATE_PROCESS, pretty_json, process_url, require, service_error
 from slct_workflows.errors import InvalidInput, SlctError
 from slct_workflows.models import ProcessInstance
-from slct_workflows.admin_views.common import PERM_OPERATE_PROCESS, pretty_json, process_url, require, service_error
 
 
 class StateForm(forms.Form):

@@ -19,7 +19,16 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from slct_workflows.errors import ChannelClosed, Conflict, Forbidden, InvalidInput, NoReceiver, NotFound, QueueUnavailable, SlctError
+from slct_workflows.errors import (
+    ChannelClosed,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NoReceiver,
+    NotFound,
+    QueueUnavailable,
+    SlctError,
+)
 from slct_workflows.values import NAME_RULE
 
 SERVICE_STATUS: list[tuple[type[SlctError], int]] = [

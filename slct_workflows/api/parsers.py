@@ -3,8 +3,6 @@ database (no NaN/Infinity, no NUL characters, no unpaired surrogates)."""
 from __future__ import annotations
 
 import json
-import math
-import re
 from typing import Any
 
 from rest_framework.exceptions import ParseError
@@ -13,32 +11,11 @@ from rest_framework.renderers import JSONRenderer
 
 from slct_workflows import conf
 from slct_workflows.api.exceptions import PayloadTooLarge
-
-MAX_DEPTH = 64
-UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+from slct_workflows.values import MAX_DEPTH, UNSTORABLE, check_storable  # noqa: F401 - the API's limits are the values' rules
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON (use null or a string)")
-
-
-def check_storable(value: Any, depth: int = 0, where: str = "body") -> None:
-    """Raise ValueError for what JSON allows but the databases cannot store."""
-    if depth > MAX_DEPTH:
-        raise ValueError(f"{where} is nested more than {MAX_DEPTH} levels deep")
-    if isinstance(value, str):
-        if UNSTORABLE.search(value):
-            raise ValueError(f"{where} contains a NUL character or an unpaired surrogate (\\u0000, \\ud800-\\udfff)")
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{where} contains a number out of range (it overflows to infinity)")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            check_storable(key, depth + 1, where)
-            check_storable(item, depth + 1, where)
-    elif isinstance(value, list):
-        for item in value:
-            check_storable(item, depth + 1, where)
 
 
 def limit_exceeded(size: int, limit: int) -> PayloadTooLarge:

@@ -8,9 +8,9 @@ from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.openapi import AutoSchema
 from rest_framework import serializers
 
+from slct_workflows.api.serializers import STORABLE_TEXT, StorableJSONField
 from slct_workflows.definitions import registry
 from slct_workflows.values import NAME_PATTERN
-from slct_workflows.api.serializers import STORABLE_TEXT, StorableJSONField
 
 
 class SlctAutoSchema(AutoSchema):

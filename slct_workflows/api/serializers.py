@@ -13,8 +13,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from slct_workflows import selectors
-from slct_workflows.definitions import Definition, registry
 from slct_workflows.access import effective_policy
+from slct_workflows.definitions import Definition, registry
 from slct_workflows.errors import NotFound
 from slct_workflows.models import Channel, Event, ExternalSend, ProcessInstance, ProcessStatus, SendPolicy, SendStatus
 from slct_workflows.values import MAX_CAPACITY, NAME_CHARS, NAME_MAX, NAME_PATTERN, NAME_RULE, is_name

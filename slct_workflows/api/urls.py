@@ -8,9 +8,9 @@ from django.urls import path, re_path, register_converter
 from django.urls.converters import StringConverter
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from slct_workflows.values import KEY_PATTERN, NAME_PATTERN
 from slct_workflows.api import views
 from slct_workflows.api.exceptions import not_found_view
+from slct_workflows.values import KEY_PATTERN, NAME_PATTERN
 
 
 class NameConverter(StringConverter):

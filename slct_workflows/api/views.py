@@ -20,15 +20,15 @@ from rest_framework.response import Response
 
 from slct_workflows import conf, selectors, services
 from slct_workflows.access import Sender
-from slct_workflows.runtime import consistent_read
-from slct_workflows.definitions import registry
-from slct_workflows.models import SendStatus
-from slct_workflows.values import KEY_PATTERN, KEY_RULE, NAME_PATTERN, NAME_RULE, is_key
 from slct_workflows.api import permissions as perms
 from slct_workflows.api import serializers as s
 from slct_workflows.api.exceptions import BadRequest, exception_handler
 from slct_workflows.api.parsers import UNSTORABLE, StrictJSONParser, limit_exceeded
 from slct_workflows.api.schema import SlctAutoSchema
+from slct_workflows.definitions import registry
+from slct_workflows.models import SendStatus
+from slct_workflows.runtime import consistent_read
+from slct_workflows.values import KEY_PATTERN, KEY_RULE, NAME_PATTERN, NAME_RULE, is_key
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 BODY_METHODS = ("POST", "PUT", "PATCH")

@@ -14,11 +14,23 @@ from django.db.models.functions import RowNumber
 
 from slct_workflows import hooks, semantics
 from slct_workflows.models import (
-    BufferedValue, Channel, ExternalSend, Goroutine, GoroutineStatus, PendingCase, SendStatus,
+    BufferedValue,
+    Channel,
+    ExternalSend,
+    Goroutine,
+    GoroutineStatus,
+    PendingCase,
+    SendStatus,
 )
 from slct_workflows.runtime import dispatch
 from slct_workflows.runtime.fixed_sql import (
-    FixedInsert, FixedQuery, FixedValues, FixedWrite, execute_together, read_together, sends_together,
+    FixedInsert,
+    FixedQuery,
+    FixedValues,
+    FixedWrite,
+    execute_together,
+    read_together,
+    sends_together,
 )
 from slct_workflows.runtime.runnable import FIELDS, Next, next_fields
 

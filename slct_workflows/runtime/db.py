@@ -10,7 +10,12 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, TypeVar
 
 from django.db import (
-    DatabaseError, InterfaceError, OperationalError, close_old_connections, connection, transaction,
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+    transaction,
 )
 
 from slct_workflows import conf

@@ -24,8 +24,19 @@ from slct_workflows import clock, conf, hooks, semantics
 from slct_workflows.definitions import Definition, accepts_value, registry, value_decoder
 from slct_workflows.errors import DeclarationError, NotFound
 from slct_workflows.models import (
-    GOROUTINE_LIVE, Channel, Event, EventKind, Goroutine, GoroutineStatus, NextKind, Outbox, PendingCase,
-    ProcessInstance, ProcessStatus, SendPolicy, new_id,
+    GOROUTINE_LIVE,
+    Channel,
+    Event,
+    EventKind,
+    Goroutine,
+    GoroutineStatus,
+    NextKind,
+    Outbox,
+    PendingCase,
+    ProcessInstance,
+    ProcessStatus,
+    SendPolicy,
+    new_id,
 )
 from slct_workflows.policy import ChannelPolicy
 from slct_workflows.process import Process

@@ -12,7 +12,14 @@ from django.db.models import F
 from slct_workflows import clock, hooks, semantics
 from slct_workflows.definitions import Definition
 from slct_workflows.models import (
-    GOROUTINE_LIVE, Event, EventKind, Goroutine, NextKind, PendingCase, ProcessInstance, new_id,
+    GOROUTINE_LIVE,
+    Event,
+    EventKind,
+    Goroutine,
+    NextKind,
+    PendingCase,
+    ProcessInstance,
+    new_id,
 )
 from slct_workflows.runtime import channels
 from slct_workflows.runtime.runnable import Next, cleared_fields, next_fields

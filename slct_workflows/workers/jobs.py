@@ -10,11 +10,10 @@ from typing import Iterator
 
 from django.db import transaction
 
-from slct_workflows import clock, conf
+from slct_workflows import clock, conf, heartbeat
 from slct_workflows.models import Outbox, OutboxStatus
 from slct_workflows.runtime import dispatch, engine, timers
 from slct_workflows.runtime.db import fresh_connection, is_transient, release_frames, reset_connection, with_db_retries
-from slct_workflows.workers import heartbeat
 from slct_workflows.workers.sweep import run_sweep
 
 log = logging.getLogger("slct_workflows")

@@ -16,14 +16,13 @@ from typing import Any, Callable
 
 from django.db import DatabaseError, InterfaceError
 
-from slct_workflows import conf, services
+from slct_workflows import conf, heartbeat, metrics, services
 from slct_workflows.runtime.db import fresh_connection, is_connection_lost, release_frames, reset_connection
-from slct_workflows.workers import heartbeat
 
 log = logging.getLogger("slct_workflows")
 
 # Called after every sweep of this process (the loop's, the scheduled job's, the command's).
-sweep_listeners: list[Callable[[bool, Any, float], None]] = []
+sweep_listeners: list[Callable[[bool, Any, float], None]] = [metrics.observe_sweep]
 
 
 def epoch_key() -> str:

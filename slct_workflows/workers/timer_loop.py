@@ -28,11 +28,10 @@ import logging
 import threading
 import time
 
-from slct_workflows import clock, conf, maintenance
+from slct_workflows import clock, conf, heartbeat, maintenance
 from slct_workflows.runtime import timers
-from slct_workflows.runtime.db import reset_connection
-from slct_workflows.workers import heartbeat, sweep
-from slct_workflows.runtime.db import release_frames
+from slct_workflows.runtime.db import release_frames, reset_connection
+from slct_workflows.workers import sweep
 from slct_workflows.workers.sweep import once_more
 
 log = logging.getLogger("slct_workflows")

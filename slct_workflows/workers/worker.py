@@ -47,7 +47,6 @@ from rq.utils import now
 from rq.worker import SimpleWorker, WorkerStatus
 
 from slct_workflows import conf
-from slct_workflows import metrics  # noqa: F401 - counts the timer loop's sweeps (it registers a sweep listener)
 from slct_workflows.runtime import timers
 from slct_workflows.workers import sweep
 from slct_workflows.workers.timer_loop import TimerLoop

@@ -10,7 +10,7 @@ from django.urls import include, path
 
 from slct_workflows import health
 
-from slct_workflows.workers import heartbeat
+from slct_workflows import heartbeat
 from tests.conftest import wait_until
 
 # The endpoints as slct_project/urls.py mounts them (tested through this module as the URLconf).

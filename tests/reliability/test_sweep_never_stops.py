@@ -10,7 +10,8 @@ import pytest
 
 from slct_workflows import services
 
-from slct_workflows.workers import heartbeat, jobs, sweep, timer_loop
+from slct_workflows import heartbeat
+from slct_workflows.workers import jobs, sweep, timer_loop
 from slct_workflows.workers.timer_loop import TimerLoop
 
 

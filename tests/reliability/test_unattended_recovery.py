@@ -25,7 +25,7 @@ from django.db import connection, transaction
 
 from slct_workflows import services
 
-from slct_workflows.workers import heartbeat
+from slct_workflows import heartbeat
 from slct_workflows.models import Event, Goroutine, GoroutineStatus, ProcessInstance
 
 from .conftest import _free_port
