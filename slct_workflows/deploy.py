@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator
 
 from django.db import transaction
 
-from slct_workflows import clock
+from slct_workflows import clock, semantics
 from slct_workflows.definitions import Definition, accepts_value, registry, split_method
 from slct_workflows.errors import NotFound, SlctError
 from slct_workflows.models import (
@@ -112,19 +112,17 @@ def runnable_gets_value(g: Goroutine) -> bool | None:
 
 
 def _pending_label(c: PendingCase) -> str:
-    if c.kind == "timer":
-        return f"timer {c.deadline.isoformat() if c.deadline else ''}".strip()
-    return f"{c.kind} {c.channel_id}"
+    return semantics.describe_case(c.kind, c.channel_id, c.deadline)
 
 
 def _runnable_label(g: Goroutine) -> str:
     return g.next_case or "start"
 
 
-def _case_word(label: str) -> str:
-    """"recv approvals" -> "its recv case" (the wording of signature problems)."""
-    head = (label or "start").split(" ", 1)[0]
-    return f"its {head}" if head in ("start", "go") else f"its {head} case"
+def _case_word(kind: str) -> str:
+    """"recv" -> "its recv case" (the wording of signature problems); "start"/"go" stand alone."""
+    kind = kind or "start"
+    return f"its {kind}" if kind in ("start", "go") else f"its {kind} case"
 
 
 # -- the check --------------------------------------------------------------------------------
@@ -245,11 +243,11 @@ def _check_process(proc: ProcessInstance, goroutines: list[Goroutine], pending: 
         if g.status in WILL_RUN:
             label = _runnable_label(g)
             where = f"({g.status}) will run {g.next_method or '?'} after {label}"
-            check_call(g, g.next_method, runnable_gets_value(g), where, _case_word(label))
+            check_call(g, g.next_method, runnable_gets_value(g), where, _case_word(g.next_kind))
         else:
             for c in pending.get(g.id, []):
                 label = _pending_label(c)
-                check_call(g, c.target, case_gets_value(c.kind), f"is blocked on {label} -> {c.target}", _case_word(label))
+                check_call(g, c.target, case_gets_value(c.kind), f"is blocked on {label} -> {c.target}", _case_word(c.kind))
 
     fields = definition.state_fields()
     state = proc.state if isinstance(proc.state, dict) else {}
@@ -407,7 +405,7 @@ def _plan(proc: ProcessInstance, from_method: str, to_method: str) -> tuple[list
         if g.status in WILL_RUN:
             if g.next_method != from_method:
                 continue
-            found = call_problem(definition, to_method, runnable_gets_value(g), _case_word(_runnable_label(g)))
+            found = call_problem(definition, to_method, runnable_gets_value(g), _case_word(g.next_kind))
             if found:
                 errors.append(f"process {proc.id}, goroutine {g.name} ({g.status}): {found[1]}")
             moves.append(Move(proc.id, g.name, g.status))

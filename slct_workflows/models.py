@@ -190,7 +190,6 @@ class Channel(models.Model):
     name = models.CharField(primary_key=True, max_length=200)
     capacity = models.PositiveIntegerField(default=0)
     closed = models.BooleanField(default=False)
-    next_seq = models.PositiveBigIntegerField(default=0)  # orders buffered values
     # The process whose step made the channel ("" for named channels and REST-made ones) and
     # who may send into it from outside.
     owner = models.CharField(max_length=200, blank=True, default="")

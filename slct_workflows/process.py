@@ -14,7 +14,7 @@ from slct_workflows import semantics
 from slct_workflows.definitions import split_method
 from slct_workflows.errors import DeclarationError
 from slct_workflows.policy import ChannelPolicy
-from slct_workflows.values import MAX_CAPACITY, NAME_MAX, NAME_RULE, ValueError_, is_name, to_json
+from slct_workflows.values import MAX_CAPACITY, NAME_MAX, NAME_RULE, ValueError_, is_capacity, is_name, to_json
 
 
 @dataclass
@@ -151,7 +151,7 @@ class Process:
         """Make a channel (buffered when capacity > 0). It is private unless `policy` opens it
         (`ChannelPolicy.open()`, `ChannelPolicy.restricted(permission=..., group=...)`): steps
         send into it, nobody from outside does."""
-        if not isinstance(capacity, int) or isinstance(capacity, bool) or not 0 <= capacity <= MAX_CAPACITY:
+        if not is_capacity(capacity):
             raise self.declaration_error(f"channel capacity must be an integer from 0 to {MAX_CAPACITY}, got {capacity!r}")
         if policy is not None and not isinstance(policy, ChannelPolicy):
             raise self.declaration_error(f"make_chan(policy=...) takes a ChannelPolicy, got {policy!r}")

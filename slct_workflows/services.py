@@ -33,7 +33,9 @@ from slct_workflows.models import (
 from slct_workflows.runtime import channels, dispatch, lifecycle, timers
 from slct_workflows.runtime.db import with_db_retries
 from slct_workflows.runtime.lifecycle import create_process_rows, deliver_result, end_goroutines
-from slct_workflows.values import KEY_RULE, MAX_CAPACITY, NAME_RULE, ValueError_, fingerprint, is_key, is_name, to_json
+from slct_workflows.values import (
+    KEY_RULE, MAX_CAPACITY, NAME_RULE, ValueError_, fingerprint, is_capacity, is_key, is_name, to_json,
+)
 
 
 def _json(value: Any, what: str) -> Any:
@@ -251,7 +253,7 @@ def set_state(
 # -- channels ---------------------------------------------------------------------------------
 
 def create_channel(name: str | None = None, capacity: int = 0) -> Channel:
-    if not isinstance(capacity, int) or isinstance(capacity, bool) or not 0 <= capacity <= MAX_CAPACITY:
+    if not is_capacity(capacity):
         raise InvalidInput(f"capacity must be an integer from 0 to {MAX_CAPACITY}, got {capacity!r}")
     name = _name(name, "channel name") if name is not None else f"chan-{new_id()}"
     try:

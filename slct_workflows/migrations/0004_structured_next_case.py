@@ -57,4 +57,6 @@ class Migration(migrations.Migration):
         ),
         migrations.RunPython(split_case, join_case),
         migrations.RemoveField(model_name="goroutine", name="next_case"),
+        # Never written: buffered values are numbered from the buffer read under the channel lock.
+        migrations.RemoveField(model_name="channel", name="next_seq"),
     ]

@@ -60,9 +60,6 @@ class LockedChannels:
     unread: set[tuple[str, str]] = field(default_factory=set)
     last_waiter: dict[tuple[str, str], int] = field(default_factory=dict)
 
-    def state(self, name: str) -> semantics.ChannelState:
-        return self.states[name]
-
 
 def ensure(names: Iterable[str], capacities: dict[str, int] | None = None) -> None:
     """Create missing channels (unbuffered unless a capacity is given) without racing others."""
@@ -271,7 +268,7 @@ def apply(locked: LockedChannels, decision: semantics.Decision, now: datetime, s
         # The buffer is read whole under the channel lock, so the next position is known without
         # writing a counter on the (hot) channel row at every send.
         seqs = locked.buffer_seqs[chan]
-        seq = (seqs[-1] if seqs else locked.rows[chan].next_seq) + 1
+        seq = (seqs[-1] if seqs else 0) + 1
         pushed_by = handed_off.get(chan, source) if chan in decision.pops else source
         _INSERT_BUFFERED([BufferedValue(channel_id=chan, seq=seq, value=value, source=pushed_by)])
         seqs.append(seq)

@@ -147,3 +147,22 @@ class CloseTest:
 
     def Closer_Close(self, p: Process):
         p.close(self.reply)
+
+
+@register("slack-test-approve-and-go-on")
+@dataclass
+class ApproveAndGoOn:
+    """Asks in Slack with a timeout, and goes on after it: the process does not end when the
+    question times out, so nothing but the timer's firing can tell Slack (issue 14's side door)."""
+
+    outcome: dict | None = None
+
+    def Main_Start(self, p: Process, input):
+        slack.approve(p, self.Main_Decided, "Approve?", timeout=input["timeout"], channel="#finance")
+
+    def Main_Decided(self, p: Process, result: slack.Result):
+        self.outcome = _result(result)
+        p.select().recv("go-on-more").to(self.Main_More)
+
+    def Main_More(self, p: Process, value):
+        p.finish({"outcome": self.outcome, "more": value})
