@@ -276,3 +276,27 @@ def test_installed_package_runs_a_workflow_in_a_new_site(package_site, tmp_path)
         stop_process_group(worker)
         for log in logs.values():
             log.close()
+
+
+def test_the_development_environment_pins_what_the_package_declares():
+    """requirements.txt (what the suite runs on) holds every dependency of the package and its
+    extras at a version the package accepts: the suite tests what users install."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = [Requirement(r) for r in project["dependencies"]]
+    declared += [Requirement(r) for extra in project["optional-dependencies"].values() for r in extra]
+    pinned = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and not line.startswith("-"):
+            req = Requirement(line)
+            (spec,) = req.specifier
+            pinned[canonicalize_name(req.name)] = spec.version
+    for req in declared:
+        name = canonicalize_name(req.name)
+        assert name in pinned, f"{req.name} (pyproject.toml) is not in requirements.txt"
+        assert req.specifier.contains(pinned[name]), f"requirements.txt pins {req.name}=={pinned[name]}, outside {req}"
