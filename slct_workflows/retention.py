@@ -52,8 +52,13 @@ T = TypeVar("T")
 # only when it can prove the query's condition implies the index's.
 FINISHED = ["done", "cancelled", "failed"]
 LIVE = [ProcessStatus.RUNNING, ProcessStatus.FAILED]
-# Per maintenance run: bounded, so the leading worker's timer loop is never held for long.
+# Per maintenance run: bounded, so the leading worker's timer loop (which fires the timers) is
+# never held for long: batches until this many seconds have passed, at most this many batches.
+MAINTENANCE_SECONDS = 0.5
 MAINTENANCE_BATCHES = 4
+# While a run leaves work behind (a backlog: the first run on an old database, a busy day), the
+# next one comes after this many seconds instead of SLCT_RETENTION_INTERVAL.
+BACKLOG_INTERVAL = 5.0
 # Names per regular expression when looking for channel names inside values.
 NAMES_PER_PATTERN = 100
 
@@ -72,6 +77,7 @@ class PruneReport:
     cutoff: datetime | None  # finished before this; None when retention is off
     dry_run: bool
     batches: int = 0
+    more: bool = False  # stopped by max_batches or the time limit with processes left to prune
     counts: dict[str, int] = field(default_factory=lambda: {name: 0 for name in TABLES.values()})
 
     @property
@@ -92,11 +98,11 @@ class PruneReport:
 
 
 def prune(older_than: timedelta | None = None, dry_run: bool = False, batch: int | None = None,
-          max_batches: int | None = None) -> PruneReport:
+          max_batches: int | None = None, *, seconds: float | None = None) -> PruneReport:
     """Delete finished processes older than `older_than` (default SLCT_RETENTION_DAYS; zero keeps
-    everything) in batches of `batch` processes, at most `max_batches` of them (None: until none
-    is left), then one batch of orphaned channels. A dry run does the same work in transactions
-    it rolls back, so it reports exactly what would go."""
+    everything) in batches of `batch` processes, at most `max_batches` of them and no new one
+    after `seconds` (None: until none is left), then one batch of orphaned channels. A dry run
+    does the same work in transactions it rolls back, so it reports exactly what would go."""
     if older_than is None:
         older_than = timedelta(days=conf.retention_days())
     if older_than < timedelta(0):
@@ -110,7 +116,12 @@ def prune(older_than: timedelta | None = None, dry_run: bool = False, batch: int
         return PruneReport(cutoff=None, dry_run=dry_run)
     report = PruneReport(cutoff=clock.now() - older_than, dry_run=dry_run)
     after: tuple[datetime, str] | None = None
-    while max_batches is None or report.batches < max_batches:
+    started = time.monotonic()
+    while True:
+        if (max_batches is not None and report.batches >= max_batches) or (
+                seconds is not None and report.batches and time.monotonic() - started >= seconds):
+            report.more = True  # perhaps: the next batch would tell
+            break
         deleted, last = _retrying(lambda: _prune_batch(report.cutoff, after, batch, dry_run))
         if last is None:
             break
@@ -301,21 +312,29 @@ def _lost_race(exc: DatabaseError) -> bool:
     return code in ("40P01", "40001", "55P03") or "database is locked" in str(exc)
 
 
+_backlog = False  # the last run stopped with work left
+
+
 def _interval() -> float:
-    # A bad setting must not stop the timer loop's other tasks: the task itself then fails
-    # (reading the same settings), and the maintenance runner logs that.
+    # Read by the maintenance runner before each run: its value sets when the next one comes.
     try:
-        return conf.retention_interval()
+        every = conf.retention_interval()
     except ImproperlyConfigured as exc:
+        # A bad setting must not stop the timer loop's other tasks: the task itself then fails
+        # (reading the same settings), and the maintenance runner logs that.
         log.error("retention: %s; running at the default interval", exc)
         return 3600.0
+    return min(every, BACKLOG_INTERVAL) if _backlog and every > 0 else every
 
 
 @maintenance.task("retention", every=_interval)
 def prune_some() -> int:
-    """A few batches per run on the leading worker; the processes deleted."""
+    """A few batches per run on the leading worker (again after BACKLOG_INTERVAL while work is
+    left); the processes deleted."""
+    global _backlog
     conf.retention_interval()  # a bad value fails here, logged by the maintenance runner
-    report = prune(dry_run=False, max_batches=MAINTENANCE_BATCHES)
+    report = prune(dry_run=False, max_batches=MAINTENANCE_BATCHES, seconds=MAINTENANCE_SECONDS)
+    _backlog = report.more
     if report.total:
         log.info("retention: deleted %s", ", ".join(f"{n} {name}" for name, n in report.counts.items() if n))
     return report.processes

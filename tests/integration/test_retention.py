@@ -230,8 +230,11 @@ def test_batches_and_a_bounded_run(runner):
         _age(pid)
     first = retention.prune(KEEP, batch=2, max_batches=1)
     assert (first.processes, first.batches) == (2, 1)
+    assert first.more
+    timed = retention.prune(KEEP, batch=1, seconds=0)  # one batch at least, then time is up
+    assert (timed.processes, timed.batches, timed.more) == (1, 1, True)
     rest = retention.prune(KEEP, batch=2)
-    assert (rest.processes, rest.batches) == (3, 2)
+    assert (rest.processes, rest.batches, rest.more) == (2, 1, False)
     assert not ProcessInstance.objects.exists()
 
 
@@ -276,16 +279,23 @@ def test_a_bad_interval_fails_the_task_not_the_timer_loop(runner, settings):
     assert ProcessInstance.objects.filter(pk=pid).exists()
 
 
-def test_the_maintenance_task_runs_a_few_batches(runner, settings):
+def test_the_maintenance_task_runs_a_bounded_amount_and_returns_sooner_while_work_is_left(runner, settings):
     task = next(t for t in maintenance.tasks() if t.name == "retention")
     settings.SLCT_RETENTION_INTERVAL = "120"
-    assert task.every() == 120.0
     settings.SLCT_RETENTION_BATCH = "1"
-    for _ in range(retention.MAINTENANCE_BATCHES + 1):
+    n = retention.MAINTENANCE_BATCHES + 1
+    for _ in range(n):
         pid, _ = _maker(runner)
         _age(pid)
-    assert task.func() == retention.MAINTENANCE_BATCHES
-    assert ProcessInstance.objects.count() == 1
+    first = task.func()
+    assert 1 <= first <= retention.MAINTENANCE_BATCHES  # and no new batch after MAINTENANCE_SECONDS
+    assert task.every() == retention.BACKLOG_INTERVAL
+    total, runs = first, 1
+    while ProcessInstance.objects.exists() and runs < n:
+        total, runs = total + task.func(), runs + 1
+    assert total == n and not ProcessInstance.objects.exists()
+    assert task.func() == 0
+    assert task.every() == 120.0  # the backlog is cleared: back to the interval
 
 
 def test_the_command_prints_the_counts(runner):
