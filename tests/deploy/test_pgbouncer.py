@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,8 @@ from slct_workflows import deploy, services
 from slct_workflows.models import ProcessInstance, ProcessStatus
 from tests.conftest import ROOT, stop_process_group, wait_until
 
+from .helpers import accepts, free_port
+
 PGBOUNCER = shutil.which("pgbouncer") or next((p for p in ("/usr/sbin/pgbouncer",) if os.path.exists(p)), None)
 
 
@@ -30,12 +31,6 @@ PGBOUNCER = shutil.which("pgbouncer") or next((p for p in ("/usr/sbin/pgbouncer"
 def postgres(db):
     if connection.vendor != "postgresql":
         pytest.skip("PgBouncer and server-side cursors are PostgreSQL's; this is the SQLite pass")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cursors() -> list[str]:
@@ -71,7 +66,7 @@ def pgbouncer(postgres, transactional_db):
             pytest.fail("pgbouncer is not installed (apt-get install pgbouncer; .ci/run does)")
         pytest.skip("pgbouncer is not installed (apt-get install pgbouncer)")
     sd = connection.settings_dict
-    port = _free_port()
+    port = free_port()
     # Readable by the postgres user: pgbouncer refuses to run as root, so as root it drops to it.
     workdir = Path(tempfile.mkdtemp(prefix="slct-pgbouncer-"))
     workdir.chmod(0o755)
@@ -92,21 +87,13 @@ def pgbouncer(postgres, transactional_db):
     log = open(workdir / "pgbouncer.log", "ab")
     proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
     try:
-        wait_until(lambda: _accepts(port) or proc.poll() is not None, timeout=10, message="pgbouncer to listen")
+        wait_until(lambda: accepts(port) or proc.poll() is not None, timeout=10, message="pgbouncer to listen")
         assert proc.poll() is None, (workdir / "pgbouncer.log").read_text()
         yield f"postgres://{user}@127.0.0.1:{port}/{sd['NAME']}"
     finally:
         stop_process_group(proc)
         log.close()
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
 
 
 def _through(url: str) -> dict[str, str]:

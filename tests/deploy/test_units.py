@@ -13,7 +13,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,8 @@ from slct_workflows import services
 from slct_workflows.models import ProcessInstance, ProcessStatus
 from tests.conftest import ROOT, _worker_env, stop_process_group, wait_until
 from tests.security.test_production_settings import STRONG_KEY
+
+from .helpers import free_port, http_get
 
 UNITS = ROOT / "docs" / "deploy"
 TOKEN = "test-metrics-token-0123456789abcdef"
@@ -53,21 +54,13 @@ def env_file() -> dict[str, str]:
     return env
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Host:
     """The units of one host, run from their ExecStart lines with the host's environment."""
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.metrics_dir = tmp / "slct-metrics"
-        self.web_port, self.metrics_port = _free_port(), _free_port()
+        self.web_port, self.metrics_port = free_port(), free_port()
         test = _worker_env()
         self.env = {
             **env_file(),
@@ -120,14 +113,7 @@ class Host:
             raise AssertionError(f"{exc}\n{self.logs()}") from None
 
     def get(self, port: int, path: str, **headers: str) -> tuple[int, str]:
-        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": HOST, **headers})
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read().decode()
-        except OSError:
-            return 0, ""
+        return http_get(port, path, Host=HOST, **headers)
 
 
 def _steps(metrics_text: str) -> float:
@@ -184,8 +170,6 @@ def test_the_units_pass_systemd_analyze_verify(tmp_path):
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is not installed (Debian's systemd package)")
-    host = Host.__new__(Host)
-    host.metrics_dir, host.metrics_port = Path("/run/slct-metrics"), 9108
     names = sorted(p.name for p in UNITS.glob("*.service"))
     assert names == ["slct-metrics.service", "slct-prepare.service", "slct-web.service", "slct-worker@.service"]
     for name in names:
