@@ -78,6 +78,15 @@ print(json.dumps(ids))
 """
 
 
+READYZ = """
+import django, json
+django.setup()
+from django.test import Client
+response = Client().get("/readyz")
+print(json.dumps([response.status_code, response.json()["checks"]]))
+"""
+
+
 def test_the_web_side_enqueues_on_the_master_the_sentinel_names(sentinel, transactional_db):
     env = _through_sentinel(sentinel)
     result = subprocess.run([sys.executable, "-c", START], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
@@ -102,5 +111,11 @@ def test_workers_run_processes_through_sentinel(sentinel, transactional_db, tmp_
             raise AssertionError(f"{exc}\n{pool.logs()}") from None
         assert len(pool.alive()) == 1, pool.logs()
         assert ProcessInstance.objects.get(pk=ids[2]).output == {"count": 0}
+        # /readyz through Sentinel: Redis answers, the worker is live and leads the timer loop
+        ready = subprocess.run([sys.executable, "-c", READYZ], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        assert ready.returncode == 0, ready.stderr[-3000:]
+        status, checks = json.loads(ready.stdout.strip().splitlines()[-1])
+        assert status == 200, checks
+        assert checks["redis"]["status"] == "ok" and checks["workers"]["live"] == 1 and checks["timer_loop"]["leader"]
     finally:
         pool.stop_all()
