@@ -1,6 +1,7 @@
 import re
 from datetime import timedelta
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
 from slct_workflows import conf, retention
@@ -50,8 +51,13 @@ class Command(BaseCommand):
         # Arguments are checked here rather than by argparse types, so call_command's keyword
         # arguments get the same checks and errors.
         age = parse_age(str(older_than)) if older_than is not None else None
-        size = positive("--batch")(str(batch)) if batch is not None else conf.retention_batch()
         limit = positive("--max-batches")(str(max_batches)) if max_batches is not None else None
+        try:
+            size = positive("--batch")(str(batch)) if batch is not None else conf.retention_batch()
+            if age is None:
+                age = timedelta(days=conf.retention_days())
+        except ImproperlyConfigured as exc:  # a bad setting: one line, not a traceback
+            raise CommandError(str(exc)) from None
         report = retention.prune(age, dry_run=dry_run, batch=size, max_batches=limit)
         if report.disabled:
             self.stdout.write("retention is off (an age of 0 keeps everything): nothing deleted")
