@@ -96,9 +96,9 @@ class Host:
     def start(self, name: str, instance: str = "") -> subprocess.Popen:
         spec = unit(name)
         [line] = spec["Service.ExecStart"]
-        log = open(self.tmp / f"{name}{instance}.log", "ab")
-        proc = subprocess.Popen(self.command(line, instance), cwd=self.workdir(spec), env=self.env,
-                                stdout=log, stderr=log, start_new_session=True)
+        with open(self.tmp / f"{name}{instance}.log", "ab") as log:
+            proc = subprocess.Popen(self.command(line, instance), cwd=self.workdir(spec), env=self.env,
+                                    stdout=log, stderr=log, start_new_session=True)
         proc.unit = spec  # type: ignore[attr-defined]
         self.procs.append(proc)
         return proc
