@@ -7,7 +7,8 @@ import re
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import timedelta
 from io import StringIO
 
@@ -73,6 +74,56 @@ class Keeper:
     def Main_Hold(self, p: Process, value):
         self.held = value
         p.select().recv("ret-never").to(self.Main_Hold)
+
+
+@register("ret-producer")
+@dataclass
+class Producer:
+    """Makes a private channel, hands its name over through the buffered "ret-pipe", fills it and
+    finishes: the channel outlives its owner, and only the pipe's buffer says who will use it."""
+    chan: str = ""
+    k: int = 0
+    sent: int = 0
+
+    def Main_Start(self, p: Process, input):
+        self.k = input["k"]
+        self.chan = p.make_chan(self.k)
+        p.select().send("ret-pipe", self.chan).to(self.Main_Fill)
+
+    def Main_Fill(self, p: Process):
+        if self.sent == self.k:
+            p.finish()
+            return
+        self.sent += 1
+        p.select().send(self.chan, self.sent).to(self.Main_Fill)
+
+
+@register("ret-consumer")
+@dataclass
+class Consumer:
+    """Takes channel names from "ret-pipe" and drains each, `k` values, `n` channels."""
+    n: int = 0
+    k: int = 0
+    cur: str = ""
+    got: list = field(default_factory=list)
+
+    def Main_Start(self, p: Process, input):
+        self.n, self.k = input["n"], input["k"]
+        p.select().recv("ret-pipe").to(self.Main_Chan)
+
+    def Main_Chan(self, p: Process, chan):
+        self.cur = chan
+        p.select().recv(chan).to(self.Main_Value)
+
+    def Main_Value(self, p: Process, value):
+        assert not p.closed, f"{self.cur} is gone"
+        self.got.append(value)
+        if len(self.got) == self.n * self.k:
+            p.finish(self.got)
+        elif len(self.got) % self.k == 0:
+            p.select().recv("ret-pipe").to(self.Main_Chan)
+        else:
+            p.select().recv(self.cur).to(self.Main_Value)
 
 
 def _age(pid: str, by: timedelta = OLD) -> None:
@@ -377,6 +428,50 @@ def test_concurrent_prunes_share_the_work_without_failing():
     assert sum(r.counts["channels"] for r in reports) == 40
     assert list(ProcessInstance.objects.values_list("id", flat=True)) == [live.id]
     assert not Channel.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pruning_beside_live_work_keeps_every_channel_in_transit():
+    """A pruner deletes each producer as soon as it has finished (an age of a microsecond) while
+    the consumer has not yet read its channel: every value still arrives."""
+    from slct_workflows.testing import WorkflowRunner
+
+    n, k = 12, 3
+    services.create_channel("ret-pipe", capacity=n)
+    stop, errors, pruned = threading.Event(), [], []
+
+    def pruner():
+        try:
+            while not stop.is_set():
+                pruned.append(retention.prune(timedelta(microseconds=1), batch=5).processes)
+                time.sleep(0.05)  # a pass every 50 ms: often enough to race every step
+        except Exception as exc:  # noqa: BLE001  (reported below)
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=pruner)
+    with WorkflowRunner(freeze=False) as runner:
+        thread.start()
+        try:
+            producers = [runner.start("ret-producer", {"k": k}) for _ in range(n)]
+            # Let the pruner catch up with the finished producers before anyone reads.
+            deadline = time.monotonic() + 20
+            while ProcessInstance.objects.filter(pk__in=producers).exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not ProcessInstance.objects.filter(pk__in=producers).exists()
+            assert Channel.objects.exclude(pk="ret-pipe").count() == n  # kept: named in the pipe's buffer
+            consumer = runner.start("ret-consumer", {"n": n, "k": k})
+            runner.assert_finished(consumer, list(range(1, k + 1)) * n)
+        finally:
+            stop.set()
+            thread.join(30)
+    assert errors == []
+    assert sum(pruned) >= n
+    # The drained channels' owners are gone and nobody uses them: the orphan pass takes them.
+    last = retention.prune(timedelta(microseconds=1))
+    assert set(Channel.objects.values_list("name", flat=True)) == {"ret-pipe"}
+    assert last.processes + sum(pruned) == n + 1
 
 
 def _postgres_only() -> None:
