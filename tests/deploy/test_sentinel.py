@@ -34,6 +34,13 @@ class Sentinel:
         self.master_port, self.port = free_port(), free_port()
         self.replica_port = free_port() if replica else None
         self.procs = [self._redis(tmp, "master", self.master_port)]
+        try:
+            self._start_rest(tmp)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start_rest(self, tmp: Path) -> None:
         if self.replica_port:
             self.procs.append(self._redis(tmp, "replica", self.replica_port, "--replicaof", "127.0.0.1", str(self.master_port)))
             wait_until(lambda: self._linked(), timeout=15, message="the replica to sync")
@@ -41,8 +48,8 @@ class Sentinel:
         conf.write_text(f"port {self.port}\nbind 127.0.0.1\ndir {tmp}\n"
                         f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.master_port} 1\n")
         self.procs.append(_serve([str(conf), "--sentinel"], tmp / "sentinel.log"))
-        client = redis.Redis(port=self.port, socket_timeout=1, decode_responses=True)
-        wait_until(lambda: self._asks(client), timeout=15, message="the Sentinel to know its master")
+        wait_until(lambda: self.master_addr() == ("127.0.0.1", self.master_port), timeout=15,
+                   message="the Sentinel to know its master")
 
     @staticmethod
     def _redis(tmp: Path, name: str, port: int, *extra: str) -> subprocess.Popen:
@@ -54,22 +61,6 @@ class Sentinel:
             return redis.Redis(port=self.replica_port).info("replication").get("master_link_status") == "up"
         except redis.RedisError:
             return False
-
-    def _asks(self, client: redis.Redis) -> bool:
-        try:
-            return client.sentinel_get_master_addr_by_name(MASTER_NAME) == ("127.0.0.1", self.master_port)
-        except redis.RedisError:
-            return False
-
-    def master_addr(self) -> tuple[str, int] | None:
-        try:
-            host, port = self.client().sentinel_get_master_addr_by_name(MASTER_NAME)
-            return host, int(port)
-        except (redis.RedisError, TypeError):
-            return None
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=1, decode_responses=True)
 
     def master_addr(self) -> tuple[str, int] | None:
         try:
