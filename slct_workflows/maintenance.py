@@ -60,7 +60,9 @@ def run_due(now: float | None = None) -> float:
             continue
         if now >= t.next_run:
             _run(t)
-            t.next_run = now + interval
+            # Read again: what the run found may change it (retention comes back sooner while
+            # a backlog is left).
+            t.next_run = now + max(0.0, t.every())
         wait = min(wait, max(0.0, t.next_run - now))
     return wait
 
