@@ -462,6 +462,7 @@ class Step:
             g.set_status(GoroutineStatus.FAILED)
             proc.set_status(ProcessStatus.FAILED)
             proc.error = f"goroutine {g.name}, method {g.next_method}: {g.last_error}\n\n{tb}"
+            proc.finished_at = self.now  # retention counts a failed process's age from here
             lifecycle.process_ended(proc)
             kind = EventKind.FAILED
             log.error("process %s failed: %s", proc.id, g.last_error)

@@ -19,8 +19,10 @@ T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
 def ev(seq, goroutine, method="", case="", *, pid="p1", kind="step", t=None, value=None, source=None, detail=None,
        error="", id=None):
     t = t or T0 + timedelta(milliseconds=10 * seq)
+    head, _, rest = case.removesuffix(" (closed)").partition(" ")
+    channel = rest if head in ("recv", "send") else ""  # as the engine stores it beside the case
     return SimpleNamespace(
-        process_id=pid, seq=seq, kind=kind, goroutine=goroutine, method=method, case=case, value=value,
+        process_id=pid, seq=seq, kind=kind, goroutine=goroutine, method=method, case=case, channel=channel, value=value,
         source=source, detail=detail, error=error, started_at=t, finished_at=t + timedelta(milliseconds=3), id=id,
     )
 
