@@ -25,7 +25,7 @@ log = logging.getLogger("slack_integration")
 
 
 def select_fired(events: list[hooks.SelectFired]) -> None:
-    timed_out = {(e.process_id, e.goroutine) for e in events if e.by == hooks.BY_TIMER}
+    timed_out = {(e.process_id, e.goroutine) for e in events if e.by == hooks.BY_TIMER}  # all are
     if timed_out:
         _queue_syncs(_asking(timed_out))
 
@@ -55,5 +55,5 @@ def _queue_syncs(process_ids: Iterable[str]) -> None:
 
 
 def connect() -> None:
-    hooks.subscribe(hooks.SelectFired, select_fired)
+    hooks.subscribe(hooks.SelectFired, select_fired, by={hooks.BY_TIMER})
     hooks.subscribe(hooks.ProcessEnded, process_ended)

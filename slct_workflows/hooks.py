@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable
 
 log = logging.getLogger("slct_workflows")
 
@@ -93,38 +93,41 @@ class ProcessEnded:
 
 
 Event = Any
-E = TypeVar("E")
 Listener = Callable[[list], None]
 
-_listeners: dict[type, list[Listener]] = {}
+# event type -> [(listener, the `by` values it wants, or None for all)]
+_listeners: dict[type, list[tuple[Listener, frozenset[str] | None]]] = {}
 
 
-def subscribe(event_type: type, listener: Listener) -> None:
-    """Call `listener(events)` with every batch of `event_type` the engine raises (once per listener)."""
+def subscribe(event_type: type, listener: Listener, *, by: Iterable[str] | None = None) -> None:
+    """Call `listener(events)` with every batch of `event_type` the engine raises (once per
+    listener). For SelectFired, `by` narrows it to some causes (e.g. `by={hooks.BY_TIMER}`): the
+    engine then builds no event at all for the others, which keeps the hot path bare."""
     bucket = _listeners.setdefault(event_type, [])
-    if listener not in bucket:
-        bucket.append(listener)
+    if all(fn is not listener for fn, _ in bucket):
+        bucket.append((listener, frozenset(by) if by is not None else None))
 
 
 def unsubscribe(event_type: type, listener: Listener) -> None:
-    bucket = _listeners.get(event_type, [])
-    if listener in bucket:
-        bucket.remove(listener)
+    _listeners[event_type] = [(fn, by) for fn, by in _listeners.get(event_type, []) if fn is not listener]
 
 
-def on(event_type: type) -> Callable[[Listener], Listener]:
+def on(event_type: type, *, by: Iterable[str] | None = None) -> Callable[[Listener], Listener]:
     """Decorator form of `subscribe`."""
 
     def register(listener: Listener) -> Listener:
-        subscribe(event_type, listener)
+        subscribe(event_type, listener, by=by)
         return listener
 
     return register
 
 
-def wanted(event_type: type) -> bool:
-    """Whether anyone listens: the engine builds events only then (the hot path stays bare)."""
-    return bool(_listeners.get(event_type))
+def wanted(event_type: type, by: str | None = None) -> bool:
+    """Whether anyone listens (to this cause, if given): the engine builds events only then."""
+    bucket = _listeners.get(event_type)
+    if not bucket:
+        return False
+    return by is None or any(causes is None or by in causes for _, causes in bucket)
 
 
 def emit(events: Iterable[Any]) -> None:
@@ -133,9 +136,12 @@ def emit(events: Iterable[Any]) -> None:
     for event in events:
         by_type.setdefault(type(event), []).append(event)
     for event_type, batch in by_type.items():
-        for listener in list(_listeners.get(event_type, ())):
+        for listener, causes in list(_listeners.get(event_type, ())):
+            mine = batch if causes is None else [e for e in batch if getattr(e, "by", None) in causes]
+            if not mine:
+                continue
             try:
-                listener(batch)
+                listener(mine)
             except Exception as exc:
                 if _breaks_transaction(exc):
                     raise

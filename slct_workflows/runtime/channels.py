@@ -319,11 +319,12 @@ def fire_waiter(
             _DELETE_CASES.statement(ident), _FIRE_GOROUTINE.statement(ident, **next_fields(nxt, now), updated_at=now),
         ])
         locked.woken.append(ident)
-        if hooks.wanted(hooks.SelectFired):
+        by = _fired_by(fire, source)
+        if hooks.wanted(hooks.SelectFired, by):
             who = locked.owners.get(owner) or {}
             hooks.emit([hooks.SelectFired(
                 process_id=who.get("process", ""), goroutine=who.get("goroutine", ""), goroutine_id=ident,
-                kind=fire.waiter.op, channel=fire.channel, method=fire.waiter.target, by=_fired_by(fire, source),
+                kind=fire.waiter.op, channel=fire.channel, method=fire.waiter.target, by=by,
                 source=nxt.source, closed=fire.closed,
             )])
     else:

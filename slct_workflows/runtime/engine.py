@@ -344,11 +344,11 @@ class Step:
             case.target, case.kind, channel=case.channel or "", at=case.deadline if case.kind == semantics.TIMER else None,
             value=decision.value if case.kind == semantics.RECV else None, closed=decision.closed, source=source,
         ), self.now))
-        if hooks.wanted(hooks.SelectFired):
+        by = _fired_by(case, decision, source)
+        if hooks.wanted(hooks.SelectFired, by):
             hooks.emit([hooks.SelectFired(
                 process_id=self.proc.id, goroutine=g.name, goroutine_id=g.id, kind=case.kind,
-                channel=case.channel or "", method=case.target, by=_fired_by(case, decision, source),
-                source=source, closed=decision.closed,
+                channel=case.channel or "", method=case.target, by=by, source=source, closed=decision.closed,
             )])
         return True, "fired " + g.next_case
 

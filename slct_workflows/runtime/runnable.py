@@ -27,7 +27,6 @@ class Next:
 def next_fields(nxt: Next, now: datetime) -> dict[str, Any]:
     """The goroutine columns that make it runnable with `nxt` (wait_seq is bumped by the caller:
     an F() expression in an UPDATE, an increment in hand-written SQL, += 1 on a loaded row)."""
-    assert nxt.kind in NextKind.values, nxt.kind
     return {
         "status": GoroutineStatus.RUNNABLE,
         "next_method": nxt.method,

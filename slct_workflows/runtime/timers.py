@@ -60,7 +60,7 @@ def fire(goroutines: list[Goroutine], now: datetime) -> list[int]:
         Goroutine.objects.filter(pk__in=ids).update(
             **next_fields(nxt, now), wait_seq=F("wait_seq") + 1, updated_at=now,
         )
-    if hooks.wanted(hooks.SelectFired):
+    if hooks.wanted(hooks.SelectFired, hooks.BY_TIMER):
         by_id = {g.id: g for g in goroutines}
         hooks.emit(
             hooks.SelectFired(
