@@ -1,5 +1,5 @@
 """What the SLCT admin shows for a Slack question's reply channel (registered from apps.ready into
-slct_workflows.selectors, which imports nothing of this app)."""
+slct_workflows.read.selectors, which imports nothing of this app)."""
 from __future__ import annotations
 
 from django.urls import NoReverseMatch, reverse
@@ -13,7 +13,7 @@ def _quote(text: str, limit: int) -> str:
 
 
 def describe_reply_channels(names):
-    from slct_workflows.selectors import ChannelRole
+    from slct_workflows.read.selectors import ChannelRole
 
     from .models import SlackMessage
 

@@ -8,7 +8,7 @@ class SlackIntegrationConfig(AppConfig):
 
     def ready(self) -> None:
         from slack_integration import admin_hooks, checks, listeners  # noqa: F401  (checks registers itself)
-        from slct_workflows import selectors
+        from slct_workflows.read import selectors
 
         listeners.connect()
         # The admin names a question's reply channel "approval “…” in #finance" and links the message.

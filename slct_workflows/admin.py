@@ -99,7 +99,7 @@ class WaitsForFilter(admin.SimpleListFilter):
                 ("timer", "a timer"))
 
     def queryset(self, request, queryset):
-        from slct_workflows import selectors
+        from slct_workflows.read import selectors
 
         value = self.value()
         if not value:
@@ -128,7 +128,7 @@ class ProcessChangeList(ChangeList):
     """Computes what the page's running processes wait for in a few queries (not one per row)."""
 
     def get_results(self, request):
-        from slct_workflows import selectors
+        from slct_workflows.read import selectors
 
         super().get_results(request)
         self.result_list = list(self.result_list)
@@ -170,7 +170,7 @@ class ProcessInstanceAdmin(ReadOnlyAdmin):
 
     @admin.display(description="id", ordering="id")
     def id_col(self, obj):
-        from slct_workflows.selectors import short_id
+        from slct_workflows.read.selectors import short_id
 
         return format_html('<span title="{}">{}</span>', obj.pk, short_id(obj.pk, 10))
 
@@ -207,7 +207,7 @@ class ProcessInstanceAdmin(ReadOnlyAdmin):
         since = getattr(obj, "blocked_since", None)
         if since is None or obj.status != "running":
             return "—"
-        from slct_workflows.selectors import ago
+        from slct_workflows.read.selectors import ago
 
         return format_html('<span title="blocked since {}">{}</span>', since.isoformat(timespec="seconds"),
                            ago((clock.now() - since).total_seconds()))
@@ -227,7 +227,7 @@ class ProcessInstanceAdmin(ReadOnlyAdmin):
     def parent_col(self, obj):
         if not obj.parent_id:
             return "—"
-        from slct_workflows.selectors import short_id
+        from slct_workflows.read.selectors import short_id
 
         return format_html('<a href="{}" title="{}" class="slct-parent-link">{}</a>', process_url(obj.parent_id),
                            obj.parent_id, short_id(obj.parent_id, 10))
@@ -361,7 +361,7 @@ class GoroutineAdmin(ReadOnlyAdmin):
 
     @admin.display(description="waits for")
     def waits_for(self, obj):
-        from slct_workflows import selectors
+        from slct_workflows.read import selectors
         from slct_workflows.admin_views.common import goroutine_waits_html
 
         view = next((g for g in selectors.goroutines(obj.process_id) if g.id == obj.id), None)

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Iterable, Sequence
 
 from slct_workflows.models import Channel, Event, ExternalSend, ProcessInstance, ProcessStatus
-from slct_workflows.selectors import ChannelView, GoroutineView, ago
+from slct_workflows.read.selectors import ChannelView, GoroutineView, ago
 
 NONE = "-"
 

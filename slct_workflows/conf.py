@@ -105,7 +105,7 @@ def wake_batch() -> int:
     return _int("SLCT_WAKE_BATCH", 20, minimum=1)
 
 
-# -- health and metrics (slct_workflows.health, slct_workflows.metrics; docs/OPERATIONS.md) -----
+# -- health and metrics (slct_workflows.read.health, slct_workflows.read.metrics; docs/OPERATIONS.md) -----
 
 def metrics_token() -> str:
     """SLCT_METRICS_TOKEN: the Bearer token a scraper presents to /metrics ("" = no token)."""

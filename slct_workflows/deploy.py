@@ -29,7 +29,6 @@ from slct_workflows.models import (
     NextKind,
     PendingCase,
     ProcessInstance,
-    ProcessStatus,
 )
 from slct_workflows.runtime import with_db_retries
 

@@ -8,7 +8,7 @@ SLCT_METRICS_ALLOW (docs/OPERATIONS.md).
 """
 from django.urls import re_path
 
-from slct_workflows import health, metrics
+from slct_workflows.read import health, metrics
 
 urlpatterns = [
     re_path(r"^healthz/?$", health.healthz, name="slct-healthz"),

@@ -423,24 +423,35 @@ class SweepReport:
     outbox: int = 0
 
 
+@dataclass
+class SweepFinds:
+    """What a sweep at `now` re-enqueues, as querysets (the sweep, and the dashboard's preview)."""
+
+    runnable: Any  # QuerySet[Goroutine]: runnable past the grace period, not waiting for a retry
+    timers: Any  # QuerySet[PendingCase]: due timers of blocked goroutines
+    outbox: Any  # QuerySet[Outbox]: pending side effects past the grace period, not delayed
+
+
+def sweep_finds(now: Any, grace: timedelta) -> SweepFinds:
+    return SweepFinds(
+        runnable=Goroutine.objects.filter(
+            status=GoroutineStatus.RUNNABLE, process__status=ProcessStatus.RUNNING, runnable_since__lte=now - grace,
+        ).exclude(retry_at__gt=now),
+        timers=timers.due_cases(now),
+        outbox=Outbox.objects.filter(status=OutboxStatus.PENDING, created_at__lte=now - grace)
+        .exclude(not_before__gt=now),
+    )
+
+
 def sweep(grace_seconds: float | None = None) -> SweepReport:
     """Re-enqueue what Redis may have lost: runnable goroutines idle past the grace period,
     blocked goroutines whose timer is due, and pending outbox rows. Idempotent: every job it
     enqueues does nothing if the work was already done."""
     grace = timedelta(seconds=conf.sweep_grace() if grace_seconds is None else grace_seconds)
-    now = clock.now()
-    runnable = list(
-        Goroutine.objects.filter(
-            status=GoroutineStatus.RUNNABLE, process__status=ProcessStatus.RUNNING, runnable_since__lte=now - grace,
-        ).exclude(retry_at__gt=now).values_list("id", flat=True)
-    )
-    due_timers = list(
-        timers.due_cases(now).values_list("goroutine_id", flat=True).distinct()
-    )
-    outbox = list(
-        Outbox.objects.filter(status=OutboxStatus.PENDING, created_at__lte=now - grace)
-        .exclude(not_before__gt=now).values_list("id", flat=True)
-    )
+    finds = sweep_finds(clock.now(), grace)
+    runnable = list(finds.runnable.values_list("id", flat=True))
+    due_timers = list(finds.timers.values_list("goroutine_id", flat=True).distinct())
+    outbox = list(finds.outbox.values_list("id", flat=True))
     d = dispatch.get()
     try:
         d.wake(sorted(set(runnable) | set(due_timers)))

@@ -13,7 +13,9 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 
-from slct_workflows import selectors, services
+from slct_workflows import services
+
+from slct_workflows.read import selectors
 from slct_workflows.access import Sender
 from slct_workflows.admin_views.common import (
     PERM_CLOSE,

@@ -135,7 +135,8 @@ def _timer_words(deadline, now) -> str:
 def goroutine_waits_html(view, roles: dict, since=None, now=None) -> SafeString:
     """"Main waits for child process expense 86c07… to finish or 00:59:12 left on a timer, then
     Main_Done · blocked for 3 min", each counterpart linked."""
-    from slct_workflows import clock, selectors
+    from slct_workflows import clock
+    from slct_workflows.read import selectors
 
     now = now or clock.now()
     if view.status != "blocked":

@@ -13,7 +13,9 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 
-from slct_workflows import clock, conf, selectors, services
+from slct_workflows import clock, conf, services
+
+from slct_workflows.read import selectors
 from slct_workflows.admin_views.common import (
     PERM_OPERATE_PROCESS,
     can_view_processes,
@@ -24,7 +26,7 @@ from slct_workflows.admin_views.common import (
     require,
 )
 from slct_workflows.errors import SlctError
-from slct_workflows.models import Goroutine, GoroutineStatus, Outbox, OutboxStatus, ProcessStatus
+from slct_workflows.models import ProcessStatus
 
 REDIS_TIMEOUT = 3.0
 
@@ -125,10 +127,8 @@ def sweep_view(model_admin, request) -> HttpResponse:
     now = clock.now()
     grace = timedelta(seconds=conf.sweep_grace())
     data = selectors.dashboard(now, limit=0)
-    idle = Goroutine.objects.filter(
-        status=GoroutineStatus.RUNNABLE, process__status=ProcessStatus.RUNNING, runnable_since__lte=now - grace
-    ).count()
-    outbox = Outbox.objects.filter(status=OutboxStatus.PENDING, created_at__lte=now - grace).count()
+    finds = services.sweep_finds(now, grace)  # what the sweep would re-enqueue: its own queries
+    idle, outbox = finds.runnable.count(), finds.outbox.count()
     return confirm_page(
         model_admin, request,
         title="Run the recovery sweep?",

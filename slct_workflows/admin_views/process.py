@@ -9,7 +9,9 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 
-from slct_workflows import clock, conf, selectors, services, timeline
+from slct_workflows import clock, conf, services
+
+from slct_workflows.read import selectors, timeline
 from slct_workflows.admin_views.common import (
     PERM_OPERATE_PROCESS,
     PERM_SEND,

@@ -12,7 +12,7 @@ from django.db import models as dj_models
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from slct_workflows import selectors
+from slct_workflows.read import selectors
 from slct_workflows.access import effective_policy
 from slct_workflows.definitions import Definition, registry
 from slct_workflows.errors import NotFound

@@ -18,7 +18,9 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from slct_workflows import conf, selectors, services
+from slct_workflows import conf, services
+
+from slct_workflows.read import selectors
 from slct_workflows.access import Sender
 from slct_workflows.api import permissions as perms
 from slct_workflows.api import serializers as s

@@ -88,7 +88,7 @@ def _run(goroutine_ids: list[int]) -> int:
     once), then the goroutine itself while its selects fire at once, then the job's other
     goroutines; until the job's step or time budget is spent. What is left goes back to the
     front of the queue, also when a step raises."""
-    from slct_workflows import metrics
+    from slct_workflows.read import metrics
 
     steps = 0
     queue = list(goroutine_ids)

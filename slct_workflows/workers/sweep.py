@@ -16,7 +16,9 @@ from typing import Any, Callable
 
 from django.db import DatabaseError, InterfaceError
 
-from slct_workflows import conf, heartbeat, metrics, services
+from slct_workflows import conf, heartbeat, services
+
+from slct_workflows.read import metrics
 from slct_workflows.runtime.db import fresh_connection, is_connection_lost, release_frames, reset_connection
 
 log = logging.getLogger("slct_workflows")

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from slct_workflows import timeline
+from slct_workflows.read import timeline
 
 NS = {"s": "http://www.w3.org/2000/svg"}
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=timezone.utc)

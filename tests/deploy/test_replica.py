@@ -14,7 +14,9 @@ from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.db import OperationalError, connections
 
-from slct_workflows import deploy, selectors
+from slct_workflows import deploy
+
+from slct_workflows.read import selectors
 from slct_workflows.models import Goroutine, ProcessInstance
 
 PRIMARY_FIRST = ["slct_workflows.routers.PrimaryRouter", "tests.deploy.test_replica.EverythingToReplica"]

@@ -19,7 +19,9 @@ from django.urls import include, path
 from prometheus_client.parser import text_string_to_metric_families
 from rq import Queue
 
-from slct_workflows import clock, conf, metrics, services
+from slct_workflows import clock, conf, services
+
+from slct_workflows.read import metrics
 from slct_workflows.models import (
     Event, Goroutine, GoroutineStatus, PendingCase, ProcessInstance, ProcessStatus,
 )

@@ -8,7 +8,7 @@ import time
 import pytest
 from django.urls import include, path
 
-from slct_workflows import health
+from slct_workflows.read import health
 
 from slct_workflows import heartbeat
 from tests.conftest import wait_until

@@ -12,7 +12,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from slct_workflows import access, cli_format, clock, selectors, services
+from slct_workflows import access, cli_format, clock, services
+
+from slct_workflows.read import selectors
 from slct_workflows.cli_sender import cli_sender
 from slct_workflows.errors import SlctError
 from slct_workflows.models import Event, EventKind, ProcessStatus

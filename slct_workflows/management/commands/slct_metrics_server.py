@@ -15,7 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
-from slct_workflows import conf, metrics
+from slct_workflows import conf
+
+from slct_workflows.read import metrics
 
 
 class Command(BaseCommand):

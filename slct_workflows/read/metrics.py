@@ -160,7 +160,9 @@ class RuntimeCollector:
     def _database(self) -> Iterable[Any]:
         from django.db.models import Count, Min, Q
 
-        from slct_workflows import clock, selectors
+        from slct_workflows import clock
+
+        from slct_workflows.read import selectors
         from slct_workflows.models import Goroutine, GoroutineStatus, ProcessInstance, ProcessStatus
 
         now = clock.now()
@@ -213,7 +215,9 @@ class RuntimeCollector:
     def _redis(self) -> Iterable[Any]:
         from rq import Queue
 
-        from slct_workflows import health, heartbeat
+        from slct_workflows import heartbeat
+
+        from slct_workflows.read import health
 
         client = health.redis_client()
         queue = Queue(conf.queue_name(), connection=client)
