@@ -20,7 +20,7 @@ the timers, the sweep) logs once when it starts failing and once when it works a
 retries every second meanwhile.
 
 The leader also runs the registered maintenance tasks (`slct_workflows.maintenance`: retention,
-schedules). Who counts listens: `workers.sweep.sweep_listeners`, `runtime.timers.timer_listeners`.
+schedules), on a thread of their own: a retention batch never holds up a timer. Who counts listens: `workers.sweep.sweep_listeners`, `runtime.timers.timer_listeners`.
 """
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ class TimerLoop:
         self.epoch_key = sweep.epoch_key()
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
+        self.maintenance_thread: threading.Thread | None = None
         self.renew_at = 0.0  # monotonic time of the next lease renewal while leading
         self.leading = False
         self.next_sweep = 0.0  # monotonic time of the next sweep while leading (0: at once)
@@ -57,12 +58,15 @@ class TimerLoop:
     def start(self) -> "TimerLoop":
         self.thread = threading.Thread(target=self.run, name="slct-timer-loop", daemon=True)
         self.thread.start()
+        self.maintenance_thread = threading.Thread(target=self.maintain, name="slct-maintenance", daemon=True)
+        self.maintenance_thread.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
         self.stopping.set()
-        if self.thread is not None:
-            self.thread.join(timeout)
+        for thread in (self.thread, self.maintenance_thread):
+            if thread is not None:
+                thread.join(timeout)
         try:
             if self.redis.get(self.key) == self.name.encode():
                 self.redis.delete(self.key)  # let another worker lead at once
@@ -97,6 +101,22 @@ class TimerLoop:
         finally:
             reset_connection()
 
+    def maintain(self) -> None:
+        """The maintenance thread: while this worker leads, run the due maintenance tasks (each
+        isolated by maintenance.run_due); its own database connection, closed at the end."""
+        try:
+            while not self.stopping.is_set():
+                wait = LEASE_SECONDS / 3
+                if self.leading:
+                    try:
+                        wait = maintenance.run_due(time.monotonic())
+                    except Exception:  # run_due isolates each task; this is the last line of defence
+                        log.exception("maintenance: unexpected error; going on")
+                        wait = RETRY_SECONDS
+                self.stopping.wait(min(max(wait, 0.05), LEASE_SECONDS / 3))
+        finally:
+            reset_connection()
+
     def tick(self) -> float:
         """One round; returns how long to sleep before the next."""
         try:
@@ -120,7 +140,6 @@ class TimerLoop:
             wait = self._timers()
         if self.sweep_interval > 0:
             wait = min(wait, self._sweep())
-        wait = min(wait, maintenance.run_due(time.monotonic()))
         return max(0.0, wait)
 
     # -- the parts ------------------------------------------------------------------------------

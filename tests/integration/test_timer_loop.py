@@ -63,3 +63,48 @@ def test_a_second_loop_stands_by_while_the_first_leads(loop, redis_conn):
     assert loop.lead() is True
     assert other.lead() is False
     assert other.tick() == pytest.approx(1.0)  # stands by, checks the lease again in a second
+
+
+def test_maintenance_runs_beside_the_rounds_never_inside_them(runner, loop, monkeypatch):
+    """A slow maintenance task (a retention batch) must not hold up a timer: rounds never run
+    maintenance; the loop's own maintenance thread does, while the worker leads."""
+    import threading
+    import time
+
+    from slct_workflows import maintenance
+
+    started, release, calls = threading.Event(), threading.Event(), []
+
+    def slow_task():
+        calls.append(time.monotonic())
+        started.set()
+        release.wait(5)
+
+    monkeypatch.setattr(maintenance, "_tasks", {})
+    maintenance.task("slow", every=60)(slow_task)
+
+    pid = runner.start("t-sleeper")
+    clock.advance(timedelta(hours=2))
+    previous = dispatch.use(NullDispatcher())
+    try:
+        before = time.monotonic()
+        assert loop.tick() == 0.0  # the due timer fired in this round ...
+        assert time.monotonic() - before < 1.0
+        assert calls == []  # ... and the round ran no maintenance
+    finally:
+        dispatch.use(previous)
+    assert Goroutine.objects.get(process_id=pid).status == "runnable"
+
+    assert loop.leading
+    thread = threading.Thread(target=loop.maintain, daemon=True)
+    thread.start()
+    try:
+        assert started.wait(5), "the maintenance thread did not run the due task"
+        before = time.monotonic()
+        assert loop.tick() > 0  # a round while the task is still busy: not blocked by it
+        assert time.monotonic() - before < 1.0
+    finally:
+        release.set()
+        loop.stopping.set()
+        thread.join(5)
+    assert len(calls) == 1 and not thread.is_alive()
