@@ -30,7 +30,7 @@ from slct_workflows.models import (
     SendStatus,
     new_id,
 )
-from slct_workflows.runtime import channels, dispatch, lifecycle, timers
+from slct_workflows.runtime import channels, dispatch, lifecycle
 from slct_workflows.runtime.db import with_db_retries
 from slct_workflows.runtime.lifecycle import create_process_rows, deliver_result, end_goroutines
 from slct_workflows.values import (
@@ -437,7 +437,7 @@ def sweep_finds(now: Any, grace: timedelta) -> SweepFinds:
         runnable=Goroutine.objects.filter(
             status=GoroutineStatus.RUNNABLE, process__status=ProcessStatus.RUNNING, runnable_since__lte=now - grace,
         ).exclude(retry_at__gt=now),
-        timers=timers.due_cases(now),
+        timers=PendingCase.objects.due_timers(now),
         outbox=Outbox.objects.filter(status=OutboxStatus.PENDING, created_at__lte=now - grace)
         .exclude(not_before__gt=now),
     )

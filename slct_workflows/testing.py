@@ -49,7 +49,6 @@ from slct_workflows.models import (
     ProcessStatus,
 )
 from slct_workflows.runtime import channels, dispatch
-from slct_workflows.runtime import timers as timers_
 from slct_workflows.workers import jobs
 
 __all__ = ["WorkflowRunner", "Stuck", "NullDispatcher", "isolated_registry", "forget"]
@@ -158,7 +157,7 @@ class WorkflowRunner:
                 .order_by("runnable_since", "id").values_list("id", "process_id")
             )
             timers = list(
-                timers_.due_cases(now).filter(goroutine__process__status=ProcessStatus.RUNNING)
+                PendingCase.objects.due_timers(now).filter(goroutine__process__status=ProcessStatus.RUNNING)
                 .order_by("deadline", "id").values_list("goroutine_id", "goroutine__process_id")
             )
             outbox = list(

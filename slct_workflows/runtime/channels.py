@@ -319,7 +319,7 @@ def fire_waiter(
             _DELETE_CASES.statement(ident), _FIRE_GOROUTINE.statement(ident, **next_fields(nxt, now), updated_at=now),
         ])
         locked.woken.append(ident)
-        by = _fired_by(fire, source)
+        by = fired_by(fire.waiter.op, fire.closed, source)
         if hooks.wanted(hooks.SelectFired, by):
             who = locked.owners.get(owner) or {}
             hooks.emit([hooks.SelectFired(
@@ -339,8 +339,14 @@ def fire_waiter(
         )
 
 
-def _fired_by(fire: semantics.Fire, source: dict | None) -> str:
-    if fire.closed:
+def fired_by(kind: str, closed: bool, source: dict | None) -> str:
+    """Why a case fired, for hooks.SelectFired: the one rule for the step's own select and for
+    the waiters a send, a receive or a close fires."""
+    if kind == semantics.TIMER:
+        return hooks.BY_TIMER
+    if kind == semantics.DEFAULT:
+        return hooks.BY_DEFAULT
+    if closed:
         return hooks.BY_CLOSE
     if isinstance(source, dict) and "external" in source:
         return hooks.BY_EXTERNAL

@@ -344,7 +344,7 @@ class Step:
             case.target, case.kind, channel=case.channel or "", at=case.deadline if case.kind == semantics.TIMER else None,
             value=decision.value if case.kind == semantics.RECV else None, closed=decision.closed, source=source,
         ), self.now))
-        by = _fired_by(case, decision, source)
+        by = channels.fired_by(case.kind, decision.closed, source)
         if hooks.wanted(hooks.SelectFired, by):
             hooks.emit([hooks.SelectFired(
                 process_id=self.proc.id, goroutine=g.name, goroutine_id=g.id, kind=case.kind,
@@ -481,13 +481,3 @@ def _assign(g: Goroutine, fields: dict[str, Any]) -> None:
         setattr(g, name, value)
 
 
-def _fired_by(case: semantics.Case, decision: semantics.Decision, source: dict | None) -> str:
-    if case.kind == semantics.TIMER:
-        return hooks.BY_TIMER
-    if case.kind == semantics.DEFAULT:
-        return hooks.BY_DEFAULT
-    if decision.closed:
-        return hooks.BY_CLOSE
-    if isinstance(source, dict) and "external" in source:
-        return hooks.BY_EXTERNAL
-    return hooks.BY_COUNTERPART

@@ -4,7 +4,7 @@ A timer is a pending `timer` case of a blocked goroutine. Every path that fires 
 here: the workers' timer loop (`fire_due`, in bulk), the scheduled `fire_timers` job (the
 same), a goroutine's own scheduled `wake_timer` job and a job that finds its goroutine blocked
 with a timer due (`fire_due_timer`), and the test runner. The recovery sweep, the dashboard and
-the metrics count overdue timers with `due_cases`. Firing consumes the goroutine's select in
+the metrics count overdue timers with `PendingCase.objects.due_timers`. Firing consumes the goroutine's select in
 the firing transaction and raises `hooks.SelectFired(by="timer")` there, whichever path fired.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from django.db import transaction
-from django.db.models import F, Min, QuerySet
+from django.db.models import F, Min
 
 from slct_workflows import clock, hooks
 from slct_workflows.models import Goroutine, GoroutineStatus, NextKind, PendingCase
@@ -28,11 +28,6 @@ log = logging.getLogger("slct_workflows")
 # Called after each bulk firing has committed, with how many timers it consumed (the metrics,
 # the worker's log summary); a listener that raises is logged and ignored.
 timer_listeners: list[Callable[[int], None]] = []
-
-
-def due_cases(now: datetime) -> "QuerySet[PendingCase]":
-    """The timer cases due at `now` whose goroutine still waits (the partial timer index)."""
-    return PendingCase.objects.due_timers(now)
 
 
 def next_deadline() -> datetime | None:
@@ -93,7 +88,7 @@ def fire_due_timers(limit: int = 100) -> list[int]:
     def attempt() -> list[int]:
         with transaction.atomic():
             now = clock.now()
-            due = set(due_cases(now).order_by("deadline").values_list("goroutine_id", flat=True)[: limit * 2])
+            due = set(PendingCase.objects.due_timers(now).order_by("deadline").values_list("goroutine_id", flat=True)[: limit * 2])
             locked = list(
                 Goroutine.objects.select_for_update(skip_locked=True)
                 .filter(pk__in=sorted(due)[:limit], status=GoroutineStatus.BLOCKED).order_by("id")

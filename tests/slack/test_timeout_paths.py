@@ -11,7 +11,7 @@ import pytest
 
 from slack_integration.models import SlackMessage, Status
 from slct_workflows import clock, services
-from slct_workflows.models import Goroutine, GoroutineStatus, NextKind
+from slct_workflows.models import Goroutine, GoroutineStatus, NextKind, PendingCase
 from slct_workflows.runtime import timers
 from slct_workflows.workers import jobs
 from tests.slack import workflows  # noqa: F401 - registers the definitions
@@ -56,7 +56,7 @@ def test_a_timed_out_question_is_closed_on_every_firing_path(path, runner, slack
     PATHS[path](main.id)
     main.refresh_from_db()
     # Fired by the path under test (the runner below finds no due timer left).
-    assert main.next_kind in (NextKind.TIMER, "") and timers.due_cases(clock.now()).count() == 0
+    assert main.next_kind in (NextKind.TIMER, "") and PendingCase.objects.due_timers(clock.now()).count() == 0
 
     runner.run()  # the woken step, then the outbox: the Slack sync the hook recorded
     assert runner.process(pid).status == "running"  # the process goes on: it did not end
