@@ -80,6 +80,25 @@ def job_seconds() -> float:
     return _float("SLCT_JOB_SECONDS", 0.1)
 
 
+def group_steps() -> int:
+    """Group commit (runtime/group.py): at most this many steps of a job's runnable goroutines
+    share one transaction and its COMMIT. 1 = one step per transaction."""
+    return _int("SLCT_GROUP_STEPS", 8, minimum=1)
+
+
+def group_ms() -> float:
+    """Group commit: no step starts in a group after it has run this many milliseconds (the
+    first step's wake-ups wait for the group's COMMIT; this bounds that wait)."""
+    return _float("SLCT_GROUP_MS", 5.0)
+
+
+def group_lock_wait_ms() -> int:
+    """Group commit on PostgreSQL: how long a step after the group's first may wait for a lock
+    (lock_timeout) before it is left for a later transaction. Kept far below the server's
+    deadlock_timeout, so a group holding locks never sits in a lock cycle."""
+    return _int("SLCT_GROUP_LOCK_WAIT_MS", 2, minimum=1)
+
+
 def workflow_modules() -> list[str]:
     raw = _raw("SLCT_WORKFLOW_MODULES", "")
     if isinstance(raw, str):

@@ -28,7 +28,7 @@ from slct_workflows.runtime.fixed_sql import (
     FixedQuery,
     FixedValues,
     FixedWrite,
-    execute_together,
+    defer,
     read_together,
     sends_together,
 )
@@ -59,6 +59,9 @@ class LockedChannels:
     # (channel, kind) with waiters not read yet, and the last pending case id read for each.
     unread: set[tuple[str, str]] = field(default_factory=set)
     last_waiter: dict[tuple[str, str], int] = field(default_factory=dict)
+    # A channel where an optimistic firing lost a race last time: every goroutine waiter is
+    # locked and checked before it is fired (is_live), as stale ones may be among them.
+    pessimistic: bool = False
 
 
 def ensure(names: Iterable[str], capacities: dict[str, int] | None = None) -> None:
@@ -119,8 +122,12 @@ def lock(names: Iterable[str], *, create: bool = False) -> LockedChannels:
         buffers = _BUFFERS(buffered) if buffered else []
     rows = {c.name: c for c in chans}
     states = {n: semantics.ChannelState(name=n, capacity=c.capacity, closed=c.closed) for n, c in rows.items()}
+    pessimistic = bool(_suspects) and not _suspects.isdisjoint(wanted)
+    if pessimistic:
+        _suspects.difference_update(wanted)
     locked = LockedChannels(
-        rows=rows, states=states, buffer_sources={n: [] for n in rows}, buffer_seqs={n: [] for n in rows}
+        rows=rows, states=states, buffer_sources={n: [] for n in rows}, buffer_seqs={n: [] for n in rows},
+        pessimistic=pessimistic,
     )
     for chan, seq, value, source in buffers:
         states[chan].buffer.append(value)
@@ -176,9 +183,19 @@ _NEXT_WAITERS = FixedValues(
     lambda chan, kind, after: PendingCase.objects.filter(channel_id=chan, kind=kind, id__gt=after)
     .order_by("id").values_list(*_WAITER_FIELDS)[:WAITERS_READ]
 )
+
 _GOROUTINE_WAIT = FixedValues(
     lambda gid: Goroutine.objects.select_for_update().filter(pk=gid).values_list("status", "wait_seq")
 )
+# Channels where an optimistic firing found its goroutine changed (fixed_sql.Conflict): the next
+# transaction that locks one checks its waiters with locks. Per worker process; used once.
+_suspects: set[str] = set()
+
+
+def _suspect(channel: str) -> None:
+    if len(_suspects) > 10_000:
+        _suspects.clear()
+    _suspects.add(channel)
 
 
 def _add_waiters(locked: LockedChannels, rows: Iterable[tuple], *, limited: bool) -> None:
@@ -224,13 +241,22 @@ def read_all_waiters(locked: LockedChannels, chan: str) -> None:
 
 
 def is_live(locked: LockedChannels, owner: Hashable) -> bool:
-    """Lock the waiter's goroutine (or external send) and check it still waits on the same select."""
+    """Does the waiter still wait on the same select? An external send is locked and checked
+    here. A goroutine is taken at its word: firing it is one conditional UPDATE (`fire_waiter`,
+    `WHERE status = 'blocked' AND wait_seq = <as read>`), and if another transaction fired it
+    meanwhile that UPDATE finds no row and the whole transaction reruns (fixed_sql.Conflict).
+    Under the channel lock its pending case can only be stale while a firing through another of
+    its channels (or its timer) has not committed yet: a race, not the usual case. A goroutine
+    that lost such a race once is locked and checked here (`_suspects`) when the transaction
+    reruns, so a stale case is skipped rather than tripping over it again."""
     if owner in locked.live:
         return locked.live[owner]
     kind, ident = owner
     if kind == "g":
-        row = next(iter(_GOROUTINE_WAIT(ident)), None)
-        ok = row is not None and row[0] == GoroutineStatus.BLOCKED and row[1] == locked.wait_seqs.get(owner)
+        ok = True
+        if locked.pessimistic:
+            row = next(iter(_GOROUTINE_WAIT(ident)), None)
+            ok = row is not None and row[0] == GoroutineStatus.BLOCKED and row[1] == locked.wait_seqs.get(owner)
     else:
         status = ExternalSend.objects.select_for_update().filter(pk=ident).values_list("status", flat=True).first()
         ok = status == SendStatus.WAITING
@@ -261,7 +287,7 @@ def apply(locked: LockedChannels, decision: semantics.Decision, now: datetime, s
         seq = locked.buffer_seqs[chan].pop(0)
         locked.states[chan].buffer.pop(0)
         popped.append(locked.buffer_sources[chan].pop(0))
-        _DELETE_BUFFERED((chan, seq))
+        defer(_DELETE_BUFFERED.statement((chan, seq), expect=1))
     # A push on a channel that was also popped is a blocked sender's value moving into the buffer.
     handed_off = {f.channel: locked.owners.get(f.waiter.owner) for f in decision.fires if f.waiter.op == "send"}
     for chan, value in decision.pushes:
@@ -270,7 +296,7 @@ def apply(locked: LockedChannels, decision: semantics.Decision, now: datetime, s
         seqs = locked.buffer_seqs[chan]
         seq = (seqs[-1] if seqs else 0) + 1
         pushed_by = handed_off.get(chan, source) if chan in decision.pops else source
-        _INSERT_BUFFERED([BufferedValue(channel_id=chan, seq=seq, value=value, source=pushed_by)])
+        defer(_INSERT_BUFFERED.statement([BufferedValue(channel_id=chan, seq=seq, value=value, source=pushed_by)]))
         seqs.append(seq)
         locked.buffer_sources[chan].append(pushed_by)
         locked.states[chan].buffer.append(value)
@@ -295,8 +321,9 @@ def _receiver(source: dict) -> str:
 _DELETE_BUFFERED = FixedWrite(BufferedValue, where=["channel", "seq"], delete=True)
 _INSERT_BUFFERED = FixedInsert(BufferedValue)
 _DELETE_CASES = FixedWrite(PendingCase, where="goroutine", delete=True)
+# Fires the goroutine only if it still waits on the select that was read (is_live).
 _FIRE_GOROUTINE = FixedWrite(
-    Goroutine, where="id", increment=["wait_seq"],
+    Goroutine, where=["id", "status", "wait_seq"], increment=["wait_seq"],
     set=[*FIELDS, "updated_at"],
 )
 
@@ -310,14 +337,18 @@ def fire_waiter(
     locked.live[owner] = False
     kind, ident = owner
     if kind == "g":
-        # Locked and re-checked by is_live already: both writes go in one round trip where they can.
+        # Both writes wait for the step's next statement (fixed_sql.defer): no round trip of
+        # their own. The UPDATE comes first: it takes the goroutine's row lock (the lock order's
+        # last place, after the channels) before its pending cases go.
         nxt = Next(
             fire.waiter.target, fire.waiter.op, channel=fire.channel, value=fire.value, closed=fire.closed,
             source=source if fire.waiter.op == "recv" else None,
         )
-        execute_together([
-            _DELETE_CASES.statement(ident), _FIRE_GOROUTINE.statement(ident, **next_fields(nxt, now), updated_at=now),
-        ])
+        defer(_FIRE_GOROUTINE.statement(
+            (ident, GoroutineStatus.BLOCKED, locked.wait_seqs.get(owner)), expect=1,
+            conflict=lambda: _suspect(fire.channel), **next_fields(nxt, now), updated_at=now,
+        ))
+        defer(_DELETE_CASES.statement(ident))
         locked.woken.append(ident)
         by = fired_by(fire.waiter.op, fire.closed, source)
         if hooks.wanted(hooks.SelectFired, by):

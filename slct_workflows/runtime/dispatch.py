@@ -6,10 +6,8 @@ database still holds the runnable goroutine and the sweep re-enqueues it.
 from __future__ import annotations
 
 import logging
-import threading
-from contextlib import contextmanager
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from django.db import transaction
 
@@ -138,32 +136,6 @@ def _robust(what: str, func: Callable[..., Any], *args: Any) -> None:
         log.info("enqueueing works again")
 
 
-class _Claim(threading.local):
-    ids: list[int] | None = None
-
-
-_claim = _Claim()
-
-
-@contextmanager
-def claiming_wakes() -> Iterator[list[int]]:
-    """Inside the block, goroutines made runnable by committed steps are handed to the caller
-    (the yielded list) instead of Redis: a worker that just ran a step can run the step it woke
-    without a round trip through the queue. The caller must enqueue what it does not run."""
-    previous, _claim.ids = _claim.ids, []
-    try:
-        yield _claim.ids
-    finally:
-        _claim.ids = previous
-
-
-def _deliver_wakes(ids: list[int]) -> None:
-    if _claim.ids is not None:
-        _claim.ids.extend(ids)
-    else:
-        _robust("enqueue wake-ups", get().wake, ids)
-
-
 def wake_now(goroutine_ids: list[int], *, at_front: bool = False) -> None:
     """Enqueue at once (outside any transaction), never raising: the sweep covers a failure."""
     if goroutine_ids:
@@ -173,7 +145,7 @@ def wake_now(goroutine_ids: list[int], *, at_front: bool = False) -> None:
 def after_commit_wake(goroutine_ids: Iterable[int]) -> None:
     ids = sorted(set(goroutine_ids))
     if ids:
-        transaction.on_commit(lambda: _deliver_wakes(ids))
+        transaction.on_commit(lambda: _robust("enqueue wake-ups", get().wake, ids))
 
 
 def after_commit_wake_at(goroutine_id: int, when: datetime) -> None:

@@ -11,11 +11,13 @@ transaction back (its own ORM writes included); the failure is recorded in a sec
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Iterator
 
 from django.db import transaction
 from django.db.models import Subquery
@@ -42,7 +44,15 @@ from slct_workflows.policy import ChannelPolicy
 from slct_workflows.process import Process
 from slct_workflows.runtime import channels, dispatch, lifecycle
 from slct_workflows.runtime.db import is_transient, with_db_retries
-from slct_workflows.runtime.fixed_sql import FixedInsert, FixedQuery, FixedSave, execute_together, read_together
+from slct_workflows.runtime.fixed_sql import (
+    FixedInsert,
+    FixedQuery,
+    FixedSave,
+    defer,
+    deferring,
+    execute_together,
+    read_together,
+)
 from slct_workflows.runtime.lifecycle import deliver_result, end_goroutines
 from slct_workflows.runtime.runnable import Next, cleared_fields, next_fields
 from slct_workflows.values import ValueError_, to_json
@@ -79,9 +89,54 @@ def run_step(goroutine_id: int) -> StepResult:
         return with_db_retries(lambda: _step(goroutine_id))
     except StepFailed as exc:
         failure = exc
-    # Recorded in a transaction of its own: the failed step left nothing behind, not even
-    # writes the user's method made through the ORM.
+    return record_failure(goroutine_id, failure)
+
+
+def record_failure(goroutine_id: int, failure: StepFailed) -> StepResult:
+    """Record a failed step in a transaction of its own: the failed step left nothing behind,
+    not even writes the user's method made through the ORM."""
     return with_db_retries(lambda: _record_failure(goroutine_id, failure))
+
+
+class _Group(threading.local):
+    events: list[Event] | None = None  # the open group's history events, written at its COMMIT
+    last: bool = False  # the running step is the group's last: its writes carry the group's events
+
+
+_group = _Group()
+
+
+@contextmanager
+def deferring_events() -> Iterator[list[Event]]:
+    """Inside (a group commit, runtime/group.py), steps add their history events to the yielded
+    list instead of inserting them, and leave their wake-ups to the caller (StepResult.woken)."""
+    previous, _group.events = _group.events, []
+    try:
+        yield _group.events
+    finally:
+        _group.events = previous
+
+
+def group_events_ending_now() -> list[Event]:
+    """The open group's events, to be written now: each ends now (its step's writes go to the
+    COMMIT now; a step early in the group waited for the later ones). The group forgets them
+    once the step that wrote them is kept."""
+    events = list(_group.events or [])
+    now = clock.now()
+    for event in events:
+        event.finished_at = max(now, event.started_at)
+    return events
+
+
+def step_in_group(goroutine_id: int, *, last: bool = False) -> StepResult:
+    """One step inside the caller's transaction (a savepoint of a group): no retries here, a
+    method that raises raises StepFailed. The `last` step of a group writes the group's history
+    events with its own last writes (`finished_at` taken then)."""
+    _group.last = last
+    try:
+        return _step_body(goroutine_id)
+    finally:
+        _group.last = False
 
 
 _LOCK_PROCESS = FixedQuery(
@@ -113,7 +168,14 @@ def _lock_process(goroutine_id: int) -> tuple[ProcessInstance, Goroutine, list[G
 
 
 def _step(goroutine_id: int) -> StepResult:
-    with transaction.atomic():
+    with transaction.atomic(), deferring():
+        return _step_body(goroutine_id)
+
+
+def _step_body(goroutine_id: int) -> StepResult:
+    # The step's writes wait for its next statement (fixed_sql.deferring): a counterpart's
+    # firing, buffer edits and pending cases travel with the step's last writes.
+    with deferring():
         locked = _lock_process(goroutine_id)
         if locked is None:
             return StepResult(ran=False)
@@ -129,7 +191,7 @@ def _step(goroutine_id: int) -> StepResult:
 
 
 def _record_failure(goroutine_id: int, failure: StepFailed) -> StepResult:
-    with transaction.atomic():
+    with transaction.atomic(), deferring():
         locked = _lock_process(goroutine_id)
         if locked is None:
             return StepResult(ran=False)
@@ -177,9 +239,11 @@ class Step:
                 exc, traceback.format_exc(), deterministic=isinstance(exc, (DeclarationError, NotFound)),
                 wait_seq=g.wait_seq, attempts=g.attempts,
             ) from exc
-        channels.wake_after_commit(self.locked, self.woken)
+        woken = (*self.locked.woken, *self.woken)
+        if _group.events is None:
+            channels.wake_after_commit(self.locked, self.woken)
         return StepResult(
-            ran=True, runnable_again=runnable_again, woken=tuple(self.woken), runnable_since=self.runnable_since
+            ran=True, runnable_again=runnable_again, woken=tuple(dict.fromkeys(woken)), runnable_since=self.runnable_since
         )
 
     def _call(self, definition: Definition, instance: Any, p: Process) -> None:
@@ -307,13 +371,13 @@ class Step:
             g.hot_steps = 0  # it waits for someone: not a runaway
             g.wait_seq += 1
             _assign(g, cleared_fields())
-            _INSERT_CASES([
+            defer(_INSERT_CASES.statement([
                 PendingCase(
                     goroutine=g, wait_seq=g.wait_seq, case_index=i, kind=c.kind, channel_id=c.channel,
                     value=c.value if c.kind == semantics.SEND else None, deadline=c.deadline, target=c.target,
                 )
                 for i, c in enumerate(cases)
-            ])
+            ]))
             deadlines = [c.deadline for c in cases if c.kind == semantics.TIMER]
             if deadlines:
                 dispatch.after_commit_timers_at(min(deadlines))
@@ -401,9 +465,16 @@ class Step:
         event is not written yet) to the start of this one. A query only at the limit."""
         if limit < 2:
             return None
+        # The open group's events are not written yet: the newest of the streak may be there.
+        unwritten = [e.started_at for e in reversed(_group.events or [])
+                     if e.process_id == self.proc.id and e.goroutine == self.g.name and e.kind == EventKind.STEP]
+        back = limit - 2
+        if back < len(unwritten):
+            return (self.now - unwritten[back]).total_seconds()
+        back -= len(unwritten)
         first = list(
             Event.objects.filter(process_id=self.proc.id, goroutine=self.g.name, kind=EventKind.STEP)
-            .order_by("-seq").values_list("started_at", flat=True)[limit - 2: limit - 1]
+            .order_by("-seq").values_list("started_at", flat=True)[back: back + 1]
         )
         return (self.now - first[0]).total_seconds() if first else None
 
@@ -447,8 +518,13 @@ class Step:
                 started_at=event.finished_at, finished_at=event.finished_at,
             ))
         # The step's last writes go together: one round trip on PostgreSQL (fixed_sql.execute_together).
+        if _group.events is not None:  # a group commit writes its events together, at its COMMIT
+            _group.events.extend(events)
+            events = []
+            if _group.last:
+                events = group_events_ending_now()
         with _SAVE_PROCESS.saving(proc) as proc_row, _SAVE_GOROUTINE.saving(g) as goroutine_row:
-            execute_together([proc_row, goroutine_row, _INSERT_EVENT.statement(events)])
+            execute_together([proc_row, goroutine_row, *([_INSERT_EVENT.statement(events)] if events else [])])
 
     # -- failures ----------------------------------------------------------------------------
     def failed(self, failure: StepFailed) -> StepResult:

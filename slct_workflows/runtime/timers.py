@@ -72,12 +72,16 @@ def fire_due_timer(goroutine_id: int) -> bool:
 
     def attempt() -> bool:
         with transaction.atomic():
-            locked = list(
-                Goroutine.objects.select_for_update().filter(pk=goroutine_id, status=GoroutineStatus.BLOCKED)
-            )
-            return bool(locked) and bool(fire(locked, clock.now()))
+            return fire_locked_due(goroutine_id)
 
     return with_db_retries(attempt)
+
+
+def fire_locked_due(goroutine_id: int) -> bool:
+    """The same inside the caller's transaction (a group commit's savepoint): lock the goroutine
+    if it is blocked, and consume its select if one of its timers is due."""
+    locked = list(Goroutine.objects.select_for_update().filter(pk=goroutine_id, status=GoroutineStatus.BLOCKED))
+    return bool(locked) and bool(fire(locked, clock.now()))
 
 
 def fire_due_timers(limit: int = 100) -> list[int]:

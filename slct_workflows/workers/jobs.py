@@ -12,7 +12,7 @@ from django.db import transaction
 
 from slct_workflows import clock, conf, heartbeat
 from slct_workflows.models import Outbox, OutboxStatus
-from slct_workflows.runtime import dispatch, engine, timers
+from slct_workflows.runtime import dispatch, engine, group, timers
 from slct_workflows.runtime.db import fresh_connection, is_transient, release_frames, reset_connection, with_db_retries
 from slct_workflows.workers.sweep import run_sweep
 
@@ -70,9 +70,6 @@ def _database_outage(goroutine_ids) -> Iterator[None]:
         _db_outage = False
 
 
-LOCAL_QUEUE = 2  # goroutines a job keeps to run itself; more wake-ups go to RQ for other workers
-
-
 def fire_timers() -> int:
     """The scheduled timer job of one second: fire every due timer in bulk and enqueue the
     goroutines they woke. Returns how many fired."""
@@ -84,35 +81,34 @@ def fire_timers() -> int:
 
 
 def _run(goroutine_ids: list[int]) -> int:
-    """Run steps: the goroutines a step wakes first (a couple kept here, the rest enqueued at
-    once), then the goroutine itself while its selects fire at once, then the job's other
-    goroutines; until the job's step or time budget is spent. What is left goes back to the
-    front of the queue, also when a step raises."""
+    """Run steps: the goroutines a step wakes first (a couple kept here, the rest enqueued once
+    their step commits), then the goroutine itself while its selects fire at once, then the
+    job's other goroutines; until the job's step or time budget is spent. Several steps share a
+    transaction (runtime/group.py, group commit). What is left goes back to the front of the
+    queue, also when a step raises."""
     from slct_workflows.read import metrics
 
     steps = 0
     queue = list(goroutine_ids)
     deadline = time.monotonic() + conf.job_seconds()
-    with dispatch.claiming_wakes() as claimed:
-        try:
-            while queue and steps < conf.steps_per_job() and time.monotonic() < deadline:
-                current = queue.pop(0)
+    try:
+        while queue and steps < conf.steps_per_job() and time.monotonic() < deadline:
+            limit = min(conf.group_steps(), conf.steps_per_job() - steps)
+            out = with_db_retries(lambda: group.run(queue, max_steps=limit, until=deadline))
+            queue = out.queue
+            dispatch.wake_now(out.enqueue)
+            for result, seconds in out.ran:
+                metrics.observe_step(result, seconds)
+            steps += len(out.ran)
+            if out.failed is not None:
+                gid, failure = out.failed
                 started = time.perf_counter()
-                result = engine.run_step(current)
-                if result.blocked and timers.fire_due_timer(current):
-                    started = time.perf_counter()
-                    result = engine.run_step(current)
-                if not result.ran:
-                    continue
-                metrics.observe_step(result, time.perf_counter() - started)
-                steps += 1
-                # The woken goroutine runs next: its sender is waiting for that rendezvous.
-                next_up = [*claimed, *([current] if result.runnable_again else [])]
-                claimed.clear()
-                dispatch.wake_now(next_up[LOCAL_QUEUE:])
-                queue[:0] = next_up[:LOCAL_QUEUE]
-        finally:
-            dispatch.wake_now([*queue, *claimed], at_front=True)
+                result = engine.record_failure(gid, failure)
+                if result.ran:
+                    metrics.observe_step(result, time.perf_counter() - started)
+                    steps += 1
+    finally:
+        dispatch.wake_now(queue, at_front=True)
     return steps
 
 
