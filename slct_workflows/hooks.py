@@ -26,9 +26,11 @@ No Django here (it is tested without a database): the events carry ids and names
 from __future__ import annotations
 
 import logging
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 log = logging.getLogger("slct_workflows")
 
@@ -130,8 +132,36 @@ def wanted(event_type: type, by: str | None = None) -> bool:
     return by is None or any(causes is None or by in causes for _, causes in bucket)
 
 
+class _Held(threading.local):
+    events: list | None = None
+
+
+_held = _Held()
+
+
+@contextmanager
+def holding() -> Iterator[list]:
+    """Inside, emitted events wait in the yielded list instead of reaching their listeners; the
+    caller hands them over with `deliver` before its transaction commits (a group commit: one
+    list per type for all its steps, so a listener answers a whole group with one query), and
+    drops those of a step it rolls back."""
+    previous, _held.events = _held.events, []
+    try:
+        yield _held.events
+    finally:
+        _held.events = previous
+
+
 def emit(events: Iterable[Any]) -> None:
     """Hand events (of one type or several) to their listeners, a list per type."""
+    if _held.events is not None:
+        _held.events.extend(events)
+        return
+    deliver(events)
+
+
+def deliver(events: Iterable[Any]) -> None:
+    """Hand events to their listeners now, a list per type (emit, or a holder's release)."""
     by_type: dict[type, list] = {}
     for event in events:
         by_type.setdefault(type(event), []).append(event)

@@ -32,7 +32,7 @@ from typing import Callable, TypeVar
 
 from django.db import DatabaseError, connection, transaction
 
-from slct_workflows import conf
+from slct_workflows import conf, hooks
 from slct_workflows.models import Event
 from slct_workflows.runtime import engine, timers
 from slct_workflows.runtime.db import is_retryable
@@ -63,17 +63,18 @@ def run(queue: list[int], *, max_steps: int, until: float) -> Outcome:
     out = Outcome(queue=list(queue))
     group_until = min(until, time.monotonic() + conf.group_ms() / 1000)
     busy: list[int] = []  # found another transaction's lock: left for the next transaction
-    with transaction.atomic(), engine.deferring_events() as events:
+    with transaction.atomic(), engine.deferring_events() as events, hooks.holding() as told:
         bound = _lock_wait_bound()
         while out.queue and len(out.ran) < max_steps and (not out.ran or time.monotonic() < group_until):
             current = out.queue.pop(0)
-            started, mark = time.perf_counter(), len(events)
+            started, mark, told_mark = time.perf_counter(), len(events), len(told)
             # Known to be the last before it runs: its last writes carry the group's events.
             last = len(out.ran) + 1 >= max_steps or time.monotonic() >= group_until
             try:
                 result = _one(current, bound=bound if out.ran else None, last=last)
             except (engine.StepFailed, _Busy) as exc:
                 del events[mark:]  # the step rolled back to its savepoint: so do its events
+                del told[told_mark:]
                 if isinstance(exc, _Busy):
                     busy.append(current)
                     continue
@@ -90,6 +91,7 @@ def run(queue: list[int], *, max_steps: int, until: float) -> Outcome:
                 events.clear()  # written with that step's last writes
                 break
         _flush(events)
+        hooks.deliver(told)  # the listeners see the group's changes in its transaction, once
     out.queue[:0] = busy  # first in the next transaction, which waits for their locks
     return out
 
