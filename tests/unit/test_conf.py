@@ -14,3 +14,22 @@ def test_workflow_modules_must_be_a_list(settings):
     settings.SLCT_WORKFLOW_MODULES = 5
     with pytest.raises(ImproperlyConfigured):
         conf.workflow_modules()
+
+
+def test_group_commit_settings_have_safe_defaults(settings):
+    for name in ("SLCT_GROUP_STEPS", "SLCT_GROUP_MS", "SLCT_GROUP_LOCK_WAIT_MS"):
+        if hasattr(settings, name):
+            delattr(settings, name)
+    assert (conf.group_steps(), conf.group_ms(), conf.group_lock_wait_ms()) == (8, 5.0, 2)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("SLCT_GROUP_STEPS", 0), ("SLCT_GROUP_STEPS", "many"), ("SLCT_GROUP_MS", -1),
+    ("SLCT_GROUP_LOCK_WAIT_MS", 0), ("SLCT_GROUP_LOCK_WAIT_MS", "2ms"),
+])
+def test_group_commit_settings_refuse_bad_values(settings, name, value):
+    setattr(settings, name, value)
+    reader = {"SLCT_GROUP_STEPS": conf.group_steps, "SLCT_GROUP_MS": conf.group_ms,
+              "SLCT_GROUP_LOCK_WAIT_MS": conf.group_lock_wait_ms}[name]
+    with pytest.raises(ImproperlyConfigured, match=name):
+        reader()
