@@ -5,6 +5,7 @@ always: process row(s), then channel rows sorted by name, then counterpart gorou
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Hashable, Iterable
@@ -33,6 +34,8 @@ from slct_workflows.runtime.fixed_sql import (
     sends_together,
 )
 from slct_workflows.runtime.runnable import FIELDS, Next, next_fields
+
+log = logging.getLogger("slct_workflows")
 
 
 def goroutine_owner(gid: int) -> tuple[str, int]:
@@ -193,6 +196,7 @@ _suspects: set[str] = set()
 
 
 def _suspect(channel: str) -> None:
+    log.info("a waiter on channel %s was fired by another transaction first: the step reruns", channel)
     if len(_suspects) > 10_000:
         _suspects.clear()
     _suspects.add(channel)
