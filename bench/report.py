@@ -68,12 +68,16 @@ def render(r: dict) -> str:
     def lat_goal(v, limit):
         return goal(f"≤ {limit} ms", None if v is None else v <= limit)
 
+    raw_n = _get(r.get("raw_n"), "tx_per_s")
     if pp:
         s = pp["steps_per_s"]
         row(f"2a ping-pong ({pp['pairs']} pairs), steps/s [DBOS: send+recv ops/s]", s, n_steps, d_ops,
             goal=goal("≥ naive", None if n_steps is None else s >= n_steps))
+        if raw_n:  # issue 17's goal: the ORM's own step-shaped transactions on as many connections
+            row(f"2a ping-pong steps/s against 1a on {r['raw_n']['connections']} connections", s, raw_n,
+                goal=goal("≥ 1.0×", s >= raw_n))
         row("2a ping-pong, messages/s", pp["messages_per_s"], None, d_msgs)
-        for q, limit in (("p50", 10), ("p99", 50)):
+        for q, limit in (("p50", 10), ("p99", 10)):
             v = _get(pp, "send_recv", f"{q}_ms")
             row(f"2a ping-pong, send → receiver's step commit, {q}", v, _get(naive, "wake", f"{q}_ms"),
                 _get(db, "wake", f"{q}_ms") if dbos_ok else None, "ms", "lower", lat_goal(v, limit))
@@ -107,7 +111,7 @@ def render(r: dict) -> str:
     if fi:
         s = fi["steps_per_s"]
         row(f"2b fan-in ({fi['senders']} senders → 1 chan, cap {fi['capacity']}), steps/s", s, n_steps,
-            goal=goal("≥ naive", None if n_steps is None else s >= n_steps))
+            goal=goal("≥ 2× naive", None if n_steps is None else s >= 2 * n_steps))
         row("2b fan-in, values received/s", fi["messages_per_s"])
         v = _get(fi, "wake", "p50_ms")
         row("2b fan-in, any wake-up → woken step commit, p50", v, n50, None, "ms", "lower", lat_goal(v, 10))
