@@ -518,23 +518,13 @@ class Step:
                 started_at=event.finished_at, finished_at=event.finished_at,
             ))
         # The step's last writes go together: one round trip on PostgreSQL (fixed_sql.execute_together).
-        # In a group they wait for the next step's first query (runtime/group.py), and the group's
-        # events go with its last step's writes.
-        hold = False
-        if _group.events is not None:
+        if _group.events is not None:  # a group commit writes its events together, at its COMMIT
             _group.events.extend(events)
             events = []
             if _group.last:
                 events = group_events_ending_now()
-            else:
-                hold = True
         with _SAVE_PROCESS.saving(proc) as proc_row, _SAVE_GOROUTINE.saving(g) as goroutine_row:
-            writes = [proc_row, goroutine_row, *([_INSERT_EVENT.statement(events)] if events else [])]
-            if hold:
-                for statement in writes:
-                    defer(statement)
-            else:
-                execute_together(writes)
+            execute_together([proc_row, goroutine_row, *([_INSERT_EVENT.statement(events)] if events else [])])
 
     # -- failures ----------------------------------------------------------------------------
     def failed(self, failure: StepFailed) -> StepResult:

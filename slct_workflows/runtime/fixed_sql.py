@@ -148,26 +148,12 @@ class Statement:
     def __init__(self, sql: str, params: list[Any], expect: int | None, what: str, *,
                  conflict: bool | Callable[[], None] = False) -> None:
         self.sql, self.params, self.expect, self.what, self.conflict = sql, params, expect, what, conflict
-        self.sent = False  # handed to the driver (deferred statements: whether it was tried)
-        self.done = False  # ran, and its row count was as expected
-        self.owner: Any = None  # who deferred it (`deferring(owner=...)`): whose failure it is
+        self.sent = False  # handed to the driver (deferred statements: whether it ran)
 
 
 class Conflict(DatabaseError):
     """A conditional write found its row no longer as read (a waiter fired meanwhile by another
     transaction): the transaction is rerun and reads again (runtime.db.is_retryable)."""
-
-
-class WrongCount(DatabaseError):
-    """A write reported another row count than it must: `statement` says which (and its owner)."""
-
-    def __init__(self, message: str, statement: Statement) -> None:
-        super().__init__(message)
-        self.statement = statement
-
-
-class ConflictAt(Conflict, WrongCount):
-    """A Conflict, with the statement that found it."""
 
 
 def execute_together(statements: Sequence[Statement]) -> None:
@@ -209,16 +195,14 @@ def _check(statements: Sequence[Statement], counts: Sequence[int]) -> None:
             if st.conflict:
                 if callable(st.conflict):
                     st.conflict()
-                raise ConflictAt(f"{st.what}: changed by another transaction", st)
-            raise WrongCount(f"{st.what}: {n} rows written, expected {st.expect}", st)
-        st.done = True
+                raise Conflict(f"{st.what}: changed by another transaction")
+            raise DatabaseError(f"{st.what}: {n} rows written, expected {st.expect}")
 
 
 # -- deferred writes ---------------------------------------------------------------------------
 
 class _Deferred(threading.local):
     statements: list[Statement] | None = None  # None: not deferring
-    owner: Any = None  # tagged on each deferred statement
 
 
 _deferred = _Deferred()
@@ -229,23 +213,7 @@ def defer(statement: Statement) -> None:
     if _deferred.statements is None:
         execute_together([statement])
     else:
-        statement.owner = _deferred.owner
         _deferred.statements.append(statement)
-
-
-def pending() -> list[Statement]:
-    """The deferred statements not sent yet (the list itself: a group commit trims it)."""
-    return _deferred.statements if _deferred.statements is not None else []
-
-
-@contextmanager
-def owning(owner: Any) -> Iterator[None]:
-    """Statements deferred inside are tagged with `owner`."""
-    previous, _deferred.owner = _deferred.owner, owner
-    try:
-        yield
-    finally:
-        _deferred.owner = previous
 
 
 def _take() -> list[Statement]:

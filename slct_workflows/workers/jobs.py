@@ -91,10 +91,16 @@ def _run(goroutine_ids: list[int]) -> int:
     steps = 0
     queue = list(goroutine_ids)
     deadline = time.monotonic() + conf.job_seconds()
+    hold_hooks = True
     try:
         while queue and steps < conf.steps_per_job() and time.monotonic() < deadline:
             limit = min(conf.group_steps(), conf.steps_per_job() - steps)
-            out = with_db_retries(lambda: group.run(queue, max_steps=limit, until=deadline))
+            try:
+                out = with_db_retries(lambda: group.run(queue, max_steps=limit, until=deadline, hold_hooks=hold_hooks))
+            except group.HooksBroke:
+                log.warning("a hook listener broke a group's transaction; this job hands each step its own events")
+                hold_hooks = False
+                continue
             queue = out.queue
             dispatch.wake_now(out.enqueue)
             for result, seconds in out.ran:

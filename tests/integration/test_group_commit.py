@@ -31,7 +31,7 @@ import pytest
 from django.db import connection, connections, transaction
 from django.utils import timezone
 
-from slct_workflows import Process, clock, register, services
+from slct_workflows import Process, clock, hooks, register, services
 from slct_workflows.models import (
     Channel,
     Event,
@@ -807,14 +807,13 @@ def test_a_later_step_busy_inside_an_orm_write_is_left_for_the_next_transaction(
     assert Goroutine.objects.get(pk=r).status == GoroutineStatus.BLOCKED
 
 
-# -- a step's last writes travel with the next step's first query ----------------------------------
+# -- a later step that loses the optimistic race ---------------------------------------------------
 
 @pytest.mark.django_db
 def test_a_held_steps_write_that_fails_with_the_next_query_undoes_that_step_alone(recorder, roomy):
-    """[a, s, b]: `s` sends to a waiter that went stale; its conditional UPDATE waits, unsent, for
-    the next step's first query (the woken waiter's), where it finds no row. `s` is rolled back to
-    its savepoint and undone (its event, its wake-up), the step that carried it never ran, and the
-    steps around it (`a` before, `b` after) commit with the group."""
+    """[a, s, b]: `s` sends to a waiter that went stale; its conditional UPDATE finds no row. `s`
+    is rolled back to its savepoint (its event, its wake-up), left first for the next
+    transaction, and the steps around it (`a` before, `b` after) commit with the group."""
     _, stale = _blocked_receiver("gc-held")
     before = _make_stale(stale)
     a_pid, a = start("t-receiver", {"chan": "gc-held-a", "n": 1})
@@ -836,3 +835,53 @@ def test_a_held_steps_write_that_fails_with_the_next_query_undoes_that_step_alon
     assert Goroutine.objects.get(pk=s).status == GoroutineStatus.BLOCKED
     assert _snapshot(stale) == before
     assert not again.failed
+
+
+# -- hook listeners that break the group's transaction ---------------------------------------------
+
+def _swallowing_listener(events):
+    """A listener that swallows an error from inside an ORM write: Django has then marked the
+    transaction for rollback, and nothing raises."""
+    try:
+        Channel(name="gc-bad-listener", capacity="not a number").save()
+    except Exception:  # noqa: BLE001  (the point of the test)
+        pass
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_listener_that_breaks_the_transaction_does_not_pass_unseen(recorder, roomy):
+    """The group hands its hook events over at its end; a listener that leaves the transaction
+    marked for rollback must not make the group report steps that then roll back. The job runs
+    the goroutines again with each step's events handed over in the step, where the breaking
+    listener fails that step: recorded, with a retry."""
+    pids = [start("gc-once", {"n": i}) for i in range(2)]
+    hooks.subscribe(hooks.ProcessEnded, _swallowing_listener)
+    try:
+        steps = jobs.wake(*[gid for _, gid in pids])
+    finally:
+        hooks.unsubscribe(hooks.ProcessEnded, _swallowing_listener)
+    for pid, gid in pids:
+        g = Goroutine.objects.get(pk=gid)
+        events = list(Event.objects.filter(process_id=pid).values_list("kind", flat=True))
+        # Not left silently runnable in no queue: its step failed, with its error and a retry.
+        assert g.attempts == 1 and g.last_error, (g.status, g.attempts, events)
+        assert events == [EventKind.START, EventKind.ERROR], events
+        assert ProcessInstance.objects.get(pk=pid).status == ProcessStatus.RUNNING
+    assert steps == 2  # the two failed steps, recorded
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_a_breaking_listener_the_events_reach_listeners_once_per_group(recorder, roomy):
+    seen = []
+
+    def listener(events):
+        seen.append(sorted(e.process_id for e in events))
+
+    pids = [start("gc-once", {"n": i}) for i in range(3)]
+    hooks.subscribe(hooks.ProcessEnded, listener)
+    try:
+        out = run_group([gid for _, gid in pids])
+    finally:
+        hooks.unsubscribe(hooks.ProcessEnded, listener)
+    assert len(out.ran) == 3
+    assert seen == [sorted(pid for pid, _ in pids)]  # one list for the group's three ends
