@@ -1,0 +1,109 @@
+"""Steps driven in this process, on one connection, as a worker drives them (`jobs.wake`, the
+group commit included), with a recording dispatcher instead of Redis: per step, wall time, CPU
+and round trips (statements sent), without the queue or other workers in the figure.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/slct_bench SLCT_WORKFLOW_MODULES=bench.workflows \\
+      DEBUG=1 .venv/bin/python -m bench.alone pingpong --steps 3000
+    ... .venv/bin/python -m bench.alone timers --n 300     # woken timer steps that finish their process
+
+Run it on the bench's database after `python -m bench --db postgres` has created it. DEBUG=1 only
+lets the settings load without a SECRET_KEY; the query log is switched off here.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import uuid
+from datetime import timedelta
+
+
+class _Recorder:
+    """A dispatcher that keeps the wake lists: the caller runs them, in order."""
+
+    def __init__(self) -> None:
+        self.queue: list[list[int]] = []
+
+    def wake(self, ids, at_front=False):
+        self.queue.append(list(ids))
+
+    def wake_at(self, *args):
+        pass
+
+    def outbox(self, *args):
+        pass
+
+    def outbox_at(self, *args):
+        pass
+
+    def timers_at(self, *args):
+        pass
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("scenario", choices=["pingpong", "timers"])
+    ap.add_argument("--pairs", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--n", type=int, default=300, help="timers")
+    args = ap.parse_args()
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "slct_project.settings")
+    os.environ.setdefault("SLCT_WORKER_CONN_MAX_AGE", "600")
+    os.environ.setdefault("CONN_MAX_AGE", "600")  # a worker keeps its connection across jobs
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from slct_workflows import services
+    from slct_workflows.runtime import dispatch, timers
+    from slct_workflows.workers import jobs
+
+    settings.DEBUG = False
+    rec = _Recorder()
+    dispatch.use(rec)
+    statements = [0]
+
+    def count(execute, sql, params, many, context):
+        statements[0] += 1
+        return execute(sql, params, many, context)
+
+    def drain(limit: int) -> int:
+        steps = 0
+        while rec.queue and steps < limit:
+            steps += jobs.wake(*rec.queue.pop(0))
+        return steps
+
+    run = uuid.uuid4().hex[:6]
+    if args.scenario == "pingpong":
+        with transaction.atomic():
+            for i in range(args.pairs):
+                a, b = f"alone-{run}-{i}-a", f"alone-{run}-{i}-b"
+                services.start_process("pingpong", {"role": "pong", "inbox": a, "outbox": b, "rounds": 10**9})
+                services.start_process("pingpong", {"role": "ping", "inbox": b, "outbox": a, "rounds": 10**9})
+        drain(300)  # warm: channels made, statements compiled
+        limit = args.steps
+    else:
+        due = timezone.now() + timedelta(seconds=3)
+        with transaction.atomic():
+            for i in range(args.n):
+                services.start_process("bench-timer", {"due": due.isoformat(), "run": run, "i": i})
+        drain(10**9)  # every one blocked on its timer
+        while timezone.now() < due:
+            time.sleep(0.01)
+        t = time.perf_counter()
+        fired, _ = timers.fire_due()
+        print(f"fired {fired} timers in bulk in {(time.perf_counter() - t) * 1000:.1f} ms")
+        limit = 10**9
+    with connection.execute_wrapper(count):
+        cpu, wall = time.process_time(), time.perf_counter()
+        steps = drain(limit)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    print(f"{args.scenario}: {steps} steps, {wall / steps * 1000:.3f} ms/step wall, {cpu / steps * 1000:.3f} ms/step "
+          f"CPU, {statements[0] / steps:.2f} round trips/step (SLCT_GROUP_STEPS={os.environ.get('SLCT_GROUP_STEPS', 8)})")
+
+
+if __name__ == "__main__":
+    main()
