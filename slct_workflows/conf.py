@@ -83,12 +83,13 @@ def job_seconds() -> float:
 def group_steps() -> int:
     """Group commit (runtime/group.py): at most this many steps of a job's runnable goroutines
     share one transaction and its COMMIT. 1 = one step per transaction."""
-    return _int("SLCT_GROUP_STEPS", 8, minimum=1)
+    return _int("SLCT_GROUP_STEPS", 16, minimum=1)
 
 
 def group_ms() -> float:
-    """Group commit: no step starts in a group after it has run this many milliseconds (the
-    first step's wake-ups wait for the group's COMMIT; this bounds that wait)."""
+    """Group commit: no step starts in a group after it has run this many milliseconds once one
+    of its steps has woken a goroutine (that goroutine waits for the group's COMMIT; this bounds
+    the wait); four times as long while none has."""
     return _float("SLCT_GROUP_MS", 5.0)
 
 

@@ -19,7 +19,8 @@ woke, the consumers of a busy channel) runs them here one after another in one t
   the same group, the others go to the queue after the COMMIT, never before (they are not
   runnable for anyone else until then).
 
-The group ends at SLCT_GROUP_STEPS steps, after SLCT_GROUP_MS milliseconds, when the job's
+The group ends at SLCT_GROUP_STEPS steps, after SLCT_GROUP_MS milliseconds (four times that
+while none of its steps has woken a goroutine: nobody else waits for its COMMIT), when the job's
 budget is spent, or at the first failed step (its failure is recorded in a transaction of its
 own, as for a lone step). SLCT_GROUP_STEPS=1 runs one step per transaction.
 """
@@ -42,6 +43,7 @@ from slct_workflows.runtime.fixed_sql import FixedInsert, Statement, defer, defe
 T = TypeVar("T")
 
 LOCAL_QUEUE = 2  # goroutines a job keeps to run itself; more wake-ups go to RQ for other workers
+QUIET_GROUP = 4  # a group whose steps woke nobody may run this many times SLCT_GROUP_MS
 
 
 @dataclass
@@ -70,7 +72,11 @@ def run(queue: list[int], *, max_steps: int, until: float, hold_hooks: bool = Tr
     one transaction each; returns what ran and what is left. Raises what a whole transaction
     must retry (a lost connection, a deadlock of the first step): nothing of it committed."""
     out = Outcome(queue=list(queue))
-    group_until = min(until, time.monotonic() + conf.group_ms() / 1000)
+    started_at = time.monotonic()
+    # SLCT_GROUP_MS bounds how long a goroutine woken by the group's steps waits for its COMMIT.
+    # While no step has woken anyone (a burst of timer steps that finish their processes), only
+    # the group's own steps wait for it: such a group may run QUIET_GROUP times as long.
+    group_until = min(until, started_at + QUIET_GROUP * conf.group_ms() / 1000)
     busy: list[int] = []  # found another transaction's lock: left for the next transaction
     with transaction.atomic(), engine.deferring_events() as events, _holding(hold_hooks) as told:
         bound = _lock_wait_bound()
@@ -96,6 +102,8 @@ def run(queue: list[int], *, max_steps: int, until: float, hold_hooks: bool = Tr
             if not result.ran:
                 continue
             out.ran.append((result, time.perf_counter() - started))
+            if result.woken:
+                group_until = min(group_until, started_at + conf.group_ms() / 1000)
             # The woken goroutine runs next: its sender is waiting for that rendezvous.
             next_up = [*result.woken, *([current] if result.runnable_again else [])]
             out.enqueue += next_up[LOCAL_QUEUE:]
@@ -132,18 +140,16 @@ def _holding(hold: bool) -> Iterator[list]:
 
 
 def _deliver(told: list) -> None:
-    """Hand the group's hook events to the listeners, in a savepoint: a listener that breaks the
-    transaction (a failed query re-raised, or an error swallowed inside an ORM write, which marks
-    the transaction for rollback) must not pass unseen, so the group fails with HooksBroke."""
+    """Hand the group's hook events to the listeners. A listener that breaks the transaction (a
+    failed query re-raised, or an error swallowed inside an ORM write, which marks the
+    transaction for rollback) must not pass unseen: the group fails with HooksBroke and rolls
+    back whole (no savepoint needed, nor its two round trips)."""
     try:
-        with transaction.atomic():
-            hooks.deliver(told)
-            if connection.needs_rollback:
-                raise HooksBroke("a listener left the transaction marked for rollback")
-    except HooksBroke:
-        raise
+        hooks.deliver(told)
     except DatabaseError as exc:
         raise HooksBroke(f"a listener broke the transaction: {exc}") from exc
+    if connection.needs_rollback:
+        raise HooksBroke("a listener left the transaction marked for rollback")
 
 
 def _lock_wait_bound() -> Statement:

@@ -20,7 +20,7 @@ def test_group_commit_settings_have_safe_defaults(settings):
     for name in ("SLCT_GROUP_STEPS", "SLCT_GROUP_MS", "SLCT_GROUP_LOCK_WAIT_MS"):
         if hasattr(settings, name):
             delattr(settings, name)
-    assert (conf.group_steps(), conf.group_ms(), conf.group_lock_wait_ms()) == (8, 5.0, 2)
+    assert (conf.group_steps(), conf.group_ms(), conf.group_lock_wait_ms()) == (16, 5.0, 2)
 
 
 @pytest.mark.parametrize("name, value", [
