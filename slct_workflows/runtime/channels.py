@@ -250,9 +250,10 @@ def is_live(locked: LockedChannels, owner: Hashable) -> bool:
     `WHERE status = 'blocked' AND wait_seq = <as read>`), and if another transaction fired it
     meanwhile that UPDATE finds no row and the whole transaction reruns (fixed_sql.Conflict).
     Under the channel lock its pending case can only be stale while a firing through another of
-    its channels (or its timer) has not committed yet: a race, not the usual case. A goroutine
-    that lost such a race once is locked and checked here (`_suspects`) when the transaction
-    reruns, so a stale case is skipped rather than tripping over it again."""
+    its channels (or its timer) has not committed yet: a race, not the usual case. After a lost
+    race on a channel (`_suspects`), the next transaction that locks it checks every goroutine
+    waiter here with a lock (`LockedChannels.pessimistic`), so stale cases are skipped rather than
+    tripped over one rerun at a time."""
     if owner in locked.live:
         return locked.live[owner]
     kind, ident = owner
@@ -404,8 +405,8 @@ def close(locked: LockedChannels, name: str, now: datetime, source: dict | None)
     return True
 
 
-def wake_after_commit(locked: LockedChannels, extra: Iterable[int] = ()) -> None:
-    dispatch.after_commit_wake([*locked.woken, *extra])
+def wake_after_commit(locked: LockedChannels) -> None:
+    dispatch.after_commit_wake(locked.woken)
 
 
 def buffer_values(name: str) -> list[Any]:

@@ -168,7 +168,7 @@ def _lock_process(goroutine_id: int) -> tuple[ProcessInstance, Goroutine, list[G
 
 
 def _step(goroutine_id: int) -> StepResult:
-    with transaction.atomic(), deferring():
+    with transaction.atomic():
         return _step_body(goroutine_id)
 
 
@@ -239,12 +239,10 @@ class Step:
                 exc, traceback.format_exc(), deterministic=isinstance(exc, (DeclarationError, NotFound)),
                 wait_seq=g.wait_seq, attempts=g.attempts,
             ) from exc
-        woken = (*self.locked.woken, *self.woken)
-        if _group.events is None:
-            channels.wake_after_commit(self.locked, self.woken)
-        return StepResult(
-            ran=True, runnable_again=runnable_again, woken=tuple(dict.fromkeys(woken)), runnable_since=self.runnable_since
-        )
+        woken = tuple(dict.fromkeys((*self.locked.woken, *self.woken)))
+        if _group.events is None:  # in a group the caller enqueues them, after its COMMIT
+            dispatch.after_commit_wake(woken)
+        return StepResult(ran=True, runnable_again=runnable_again, woken=woken, runnable_since=self.runnable_since)
 
     def _call(self, definition: Definition, instance: Any, p: Process) -> None:
         g = self.g
