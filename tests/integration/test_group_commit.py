@@ -22,9 +22,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
@@ -129,27 +129,6 @@ class FanSender:
             p.finish("sent")
         else:
             p.select().send(self.chan, [self.who, self.i]).to(self.Main_Sent)
-
-
-@register("gc-fan-recv")
-@dataclass
-class FanReceiver:
-    """Receives `total` values from `chan`, then finishes with them in the order received."""
-
-    chan: str = ""
-    total: int = 0
-    got: list = field(default_factory=list)
-
-    def Main_Start(self, p: Process, input):
-        self.chan, self.total = input["chan"], input["total"]
-        p.select().recv(self.chan).to(self.Main_Got)
-
-    def Main_Got(self, p: Process, value):
-        self.got.append(value)
-        if len(self.got) == self.total:
-            p.finish(self.got)
-        else:
-            p.select().recv(self.chan).to(self.Main_Got)
 
 
 @register("gc-spinner")
@@ -523,7 +502,7 @@ def test_a_fan_in_driven_only_by_wake_jobs_runs_to_its_end(recorder, roomy, sett
     settings.SLCT_GROUP_STEPS = group_steps
     senders, n = 5, 6
     services.create_channel("gc-fan", capacity=2)
-    recv_pid, recv = start("gc-fan-recv", {"chan": "gc-fan", "total": senders * n})
+    recv_pid, recv = start("t-receiver", {"chan": "gc-fan", "n": senders * n})
     sent = [start("gc-fan-sender", {"chan": "gc-fan", "who": w, "n": n}) for w in range(senders)]
     # The starts' own wake-ups wait for a commit the test's transaction never makes: the test
     # hands them to the jobs itself, and from then on only what the jobs enqueue runs.
@@ -689,20 +668,17 @@ def test_a_fast_loop_is_paused_with_the_rate_set(recorder, roomy, settings, grou
 # -- PostgreSQL: row locks ------------------------------------------------------------------------
 
 @contextmanager
-def process_locked(pid: str, *, release_after: float | None = None) -> Iterator[threading.Event]:
-    """Another connection (a thread of its own) holds the process row's lock until the yielded
-    event is set (or `release_after` seconds after it took the lock)."""
-    locked, release, errors = threading.Event(), threading.Event(), []
+def held_elsewhere(take: Callable[[], object], *, release_after: float | None = None) -> Iterator[threading.Event]:
+    """Another connection (a thread of its own) runs `take` in a transaction and keeps it open,
+    with the locks it took, until the yielded event is set (or `release_after` seconds)."""
+    taken, release, errors = threading.Event(), threading.Event(), []
 
     def holder():
         try:
             with transaction.atomic():
-                ProcessInstance.objects.select_for_update().get(pk=pid)
-                locked.set()
-                if release_after is not None:
-                    release.wait(release_after)
-                else:
-                    release.wait(10)
+                take()
+                taken.set()
+                release.wait(10 if release_after is None else release_after)
         except Exception as exc:  # noqa: BLE001  (reported below)
             errors.append(exc)
         finally:
@@ -711,12 +687,17 @@ def process_locked(pid: str, *, release_after: float | None = None) -> Iterator[
     thread = threading.Thread(target=holder)
     thread.start()
     try:
-        assert locked.wait(10), "the other connection did not get the lock"
+        assert taken.wait(10), "the other connection did not take its locks"
         yield release
     finally:
         release.set()
         thread.join(10)
     assert errors == []
+
+
+def process_locked(pid: str, *, release_after: float | None = None):
+    """Another connection holds the process row's lock (see held_elsewhere)."""
+    return held_elsewhere(lambda: ProcessInstance.objects.select_for_update().get(pk=pid), release_after=release_after)
 
 
 def _show_lock_timeout() -> str:
@@ -776,30 +757,11 @@ def test_a_later_step_busy_inside_an_orm_write_is_left_for_the_next_transaction(
     a_pid, a = start("gc-once", "a")
     _, r = start("t-receiver", {"chan": "gc-race", "n": 1})
     c_pid, c = start("gc-once", "c")
-    inserted, release, errors = threading.Event(), threading.Event(), []
-
-    def holder():  # another transaction creates the same channel and has not committed yet
-        try:
-            with transaction.atomic():
-                Channel.objects.create(name="gc-race")
-                inserted.set()
-                release.wait(10)
-        except Exception as exc:  # noqa: BLE001  (reported below)
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=holder)
-    thread.start()
-    try:
-        assert inserted.wait(10)
+    # Another transaction creates the same channel and has not committed yet.
+    with held_elsewhere(lambda: Channel.objects.create(name="gc-race")):
         t0 = time.monotonic()
         out = run_group([a, r, c])
         assert time.monotonic() - t0 < 1.0
-    finally:
-        release.set()
-        thread.join(10)
-    assert errors == []
     assert out.failed is None and out.queue == [r]
     assert ProcessInstance.objects.get(pk=a_pid).output == "a"
     assert ProcessInstance.objects.get(pk=c_pid).output == "c"
@@ -810,7 +772,7 @@ def test_a_later_step_busy_inside_an_orm_write_is_left_for_the_next_transaction(
 # -- a later step that loses the optimistic race ---------------------------------------------------
 
 @pytest.mark.django_db
-def test_a_held_steps_write_that_fails_with_the_next_query_undoes_that_step_alone(recorder, roomy):
+def test_a_later_step_whose_conditional_update_loses_is_undone_alone(recorder, roomy):
     """[a, s, b]: `s` sends to a waiter that went stale; its conditional UPDATE finds no row. `s`
     is rolled back to its savepoint (its event, its wake-up), left first for the next
     transaction, and the steps around it (`a` before, `b` after) commit with the group."""
