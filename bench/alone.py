@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=4)
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--n", type=int, default=300, help="timers")
+    ap.add_argument("--show", type=int, default=0, help="print the SQL of the first N round trips measured")
     args = ap.parse_args()
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "slct_project.settings")
     os.environ.setdefault("SLCT_WORKER_CONN_MAX_AGE", "600")
@@ -68,7 +69,22 @@ def main() -> None:
 
     def count(execute, sql, params, many, context):
         statements[0] += 1
+        if statements[0] <= args.show:
+            print(f"--- round trip {statements[0]}: {sql} {params!r}")
         return execute(sql, params, many, context)
+
+    def backend_cpu() -> float:
+        """The connection's PostgreSQL backend CPU seconds (a local server: /proc), or nan."""
+        if connection.vendor != "postgresql":
+            return float("nan")
+        with connection.cursor() as c:
+            c.execute("SELECT pg_backend_pid()")
+            pid = c.fetchone()[0]
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def drain(limit: int) -> int:
         steps = 0
@@ -97,12 +113,15 @@ def main() -> None:
         fired, _ = timers.fire_due()
         print(f"fired {fired} timers in bulk in {(time.perf_counter() - t) * 1000:.1f} ms")
         limit = 10**9
+    db_cpu = backend_cpu()
     with connection.execute_wrapper(count):
         cpu, wall = time.process_time(), time.perf_counter()
         steps = drain(limit)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    db_cpu = backend_cpu() - db_cpu
     print(f"{args.scenario}: {steps} steps, {wall / steps * 1000:.3f} ms/step wall, {cpu / steps * 1000:.3f} ms/step "
-          f"CPU, {statements[0] / steps:.2f} round trips/step (SLCT_GROUP_STEPS={os.environ.get('SLCT_GROUP_STEPS', 8)})")
+          f"CPU, {db_cpu / steps * 1000:.3f} ms/step database CPU, {statements[0] / steps:.2f} round trips/step "
+          f"(SLCT_GROUP_STEPS={os.environ.get('SLCT_GROUP_STEPS', 16)})")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,19 @@ def _float(name: str, default: float, minimum: float = 0.0) -> float:
     return value
 
 
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+
+
+def _bool(name: str, default: str) -> bool:
+    raw = _raw(name, default)
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ImproperlyConfigured(f"{name} must be on or off (1/0, true/false, yes/no), got {raw!r}")
+
+
 def queue_name() -> str:
     return str(_raw("SLCT_QUEUE", "slct"))
 
@@ -254,3 +267,14 @@ def schedule_grace() -> float:
     """A slot found at most this many seconds late still starts under catchup="skip" (a slot
     missed by more, during a downtime, is skipped)."""
     return _float("SLCT_SCHEDULE_GRACE", 60.0)
+
+
+def prepared_statements() -> bool:
+    """PostgreSQL: the step's fixed statements as prepared statements (parsed and planned once per
+    connection). Off behind a pooler that cannot keep them: PgBouncer in transaction mode before
+    1.21, or without max_prepared_statements. Defaults to off where server-side cursors are off
+    (DATABASE_DISABLE_SERVER_SIDE_CURSORS, the PgBouncer setting), on elsewhere."""
+    from django.db import connection
+
+    default = "0" if connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS") else "1"
+    return _bool("SLCT_PREPARED_STATEMENTS", default)

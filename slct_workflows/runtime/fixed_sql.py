@@ -19,9 +19,12 @@ Measured in docs/PERFORMANCE.md: a ping-pong step on PostgreSQL from 5.9 to 2.5 
 """
 from __future__ import annotations
 
+import hashlib
+import itertools
+import re
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Generic, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Generic, Iterable, Iterator, Sequence, TypeVar
 
 from django.db import DatabaseError, connection, connections
 from django.db.models import Model, QuerySet
@@ -93,8 +96,10 @@ def read_together(*reads: tuple[Any, Sequence[Any]]) -> list[list]:
         writes = _take()
         if len(prepared) + len(writes) > 1 and _together(raw):
             _sent(writes)
+            texts = _executes([*((st.sql, st.params, st.prepare) for st in writes),
+                               *((sql, params, True) for sql, params, _ in prepared)])
             cursor.execute(
-                "; ".join([*(st.sql for st in writes), *(sql for sql, _, _ in prepared)]),
+                "; ".join(texts),
                 [*(p for st in writes for p in st.params), *(p for _, params, _ in prepared for p in params)],
             )
             counts = [raw.rowcount]
@@ -146,8 +151,9 @@ class Statement:
     next time)."""
 
     def __init__(self, sql: str, params: list[Any], expect: int | None, what: str, *,
-                 conflict: bool | Callable[[], None] = False) -> None:
+                 conflict: bool | Callable[[], None] = False, prepare: bool = True) -> None:
         self.sql, self.params, self.expect, self.what, self.conflict = sql, params, expect, what, conflict
+        self.prepare = prepare  # False: a one-off (a named SAVEPOINT), not worth a prepared statement
         self.sent = False  # handed to the driver (deferred statements: whether it ran)
 
 
@@ -168,7 +174,8 @@ def execute_together(statements: Sequence[Statement]) -> None:
         raw = cursor.cursor
         if len(statements) > 1 and _together(raw):
             _sent(statements)
-            cursor.execute("; ".join(st.sql for st in statements), [p for st in statements for p in st.params])
+            texts = _executes([(st.sql, st.params, st.prepare) for st in statements])
+            cursor.execute("; ".join(texts), [p for st in statements for p in st.params])
             counts = [raw.rowcount]
             while raw.nextset():
                 counts.append(raw.rowcount)
@@ -256,6 +263,77 @@ def sends_together() -> bool:
         return False
     with connection.cursor() as cursor:
         return _together(cursor.cursor)
+
+
+# -- prepared statements ------------------------------------------------------------------------
+
+class _Prepared:
+    """The statements PREPAREd on one database session: SQL -> name (None: PostgreSQL would not
+    prepare it; it is sent as it is)."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.names: dict[str, str | None] = {}
+
+
+def _executes(statements: Sequence[tuple[str, Sequence[Any], bool]]) -> list[str]:
+    """Each `(sql, params, prepare)` as sent in a multi-statement round trip: `EXECUTE name(%s,
+    ...)` of a statement PREPAREd once on this session, so PostgreSQL parses and plans it once
+    per connection instead of at every step (planning was most of its CPU for these short
+    statements); the parameters are bound client-side as before. PREPARE is the SQL command,
+    not the protocol's: it works inside the one multi-statement round trip, and it is not
+    undone by a rollback. Off (SLCT_PREPARED_STATEMENTS) behind a pooler that moves a
+    connection between sessions."""
+    from slct_workflows import conf
+
+    if not conf.prepared_statements():
+        return [sql for sql, _, _ in statements]
+    prepared = _session_prepared()
+    new = [sql for sql, _, prepare in statements if prepare and sql not in prepared.names]
+    if new:
+        _prepare(prepared, dict.fromkeys(new))
+    texts = []
+    for sql, params, prepare in statements:
+        name = prepared.names.get(sql) if prepare else None
+        if name is None:
+            texts.append(sql)
+        else:
+            texts.append(f"EXECUTE {name}({', '.join(['%s'] * len(params))})" if params else f"EXECUTE {name}")
+    return texts
+
+
+def _session_prepared() -> _Prepared:
+    session = connection.connection
+    prepared = getattr(connection, "_slct_prepared", None)
+    if prepared is None or prepared.session is not session:  # a new connection: nothing prepared
+        prepared = connection._slct_prepared = _Prepared(session)
+    return prepared
+
+
+_PLACEHOLDER = re.compile(r"%[s%]")
+
+
+def _prepare(prepared: _Prepared, sqls: Iterable[str]) -> None:
+    """PREPARE each statement on this session (once per connection: a round trip each), in a
+    savepoint inside a transaction, so one PostgreSQL refuses (class 42: a parameter whose type
+    it cannot infer) leaves the transaction as it was and is sent unprepared from then on."""
+    from django.db import transaction
+
+    for sql in sqls:
+        name = "slct_" + hashlib.sha1(sql.encode()).hexdigest()[:24]
+        numbers = itertools.count(1)
+        text = _PLACEHOLDER.sub(lambda m: f"${next(numbers)}" if m.group() == "%s" else "%", sql)
+        try:
+            with transaction.atomic(savepoint=connection.in_atomic_block), connection.cursor() as cursor:
+                cursor.execute(f"PREPARE {name} AS {text}")
+        except DatabaseError as exc:
+            code = getattr(exc.__cause__, "sqlstate", None) or ""
+            if code != "42P05":  # 42P05: already prepared on this session (kept)
+                if not code.startswith("42"):
+                    raise  # not the statement: the connection or the transaction (the step reruns)
+                prepared.names[sql] = None  # class 42: PostgreSQL cannot prepare this one
+                continue
+        prepared.names[sql] = name
 
 
 def _together(raw_cursor: Any) -> bool:

@@ -156,7 +156,7 @@ def _lock_wait_bound() -> Statement:
     """The statement that bounds the lock waits of the group's later steps (PostgreSQL; SQLite
     has one writer at a time and no row locks). Sent with the second step's first query."""
     if connection.vendor == "postgresql":
-        return Statement(f"SET LOCAL lock_timeout = '{conf.group_lock_wait_ms()}ms'", [], None, "lock_timeout")
+        return Statement(f"SET LOCAL lock_timeout = '{conf.group_lock_wait_ms()}ms'", [], None, "lock_timeout", prepare=False)
     return Statement("", [], None, "lock_timeout")
 
 
@@ -186,7 +186,7 @@ def _in_savepoint(func: Callable[[], T], first: list[Statement] = ()) -> T:
     round trip of its own) and which is never released (a group is short; PostgreSQL keeps a
     few dozen subtransactions cheaply). On an exception: back to the savepoint, if anything was
     sent, and the on_commit callbacks registered since are dropped, as Django's atomic() does."""
-    savepoint = Statement(f"SAVEPOINT slct_step_{next(_savepoints)}", [], None, "savepoint")
+    savepoint = Statement(f"SAVEPOINT slct_step_{next(_savepoints)}", [], None, "savepoint", prepare=False)
     callbacks = len(connection.run_on_commit)
     try:
         with deferring():
