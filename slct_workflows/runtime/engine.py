@@ -150,8 +150,10 @@ _GOROUTINES = FixedQuery(
         process_id=Subquery(Goroutine.objects.filter(pk=gid).values("process_id")[:1])
     )
 )
-_SAVE_PROCESS = FixedSave(ProcessInstance)
-_SAVE_GOROUTINE = FixedSave(Goroutine)
+# A step never changes what a process or goroutine was created with: not written again.
+_SAVE_PROCESS = FixedSave(ProcessInstance, fixed=("definition", "version", "input", "parent", "result_channel",
+                                                  "created_at"))
+_SAVE_GOROUTINE = FixedSave(Goroutine, fixed=("process", "name", "created_at"))
 _INSERT_CASES = FixedInsert(PendingCase)
 _INSERT_EVENT = FixedInsert(Event)
 

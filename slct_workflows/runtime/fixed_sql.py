@@ -347,14 +347,18 @@ def _together(raw_cursor: Any) -> bool:
 
 
 class FixedSave:
-    """`obj.save()` for a row that exists, writing every column, with the UPDATE written once
-    instead of compiled at every step. Values are prepared by each field exactly as `save()`
-    prepares them (`pre_save`, `get_db_prep_save`: auto_now, JSON adaptation), and the model's
-    pre_save/post_save signals are sent as `save()` sends them."""
+    """`obj.save()` for a row that exists, with the UPDATE written once instead of compiled at
+    every step. It writes every column but the `fixed` ones (set when the row is created and
+    never changed: sending them again cost the step their preparation, a JSON encoding of a
+    process's input among them). Values are prepared by each field exactly as `save()` prepares
+    them (`pre_save`, `get_db_prep_save`: auto_now, JSON adaptation), and the model's
+    pre_save/post_save signals are sent as `save(update_fields=...)` sends them."""
 
-    def __init__(self, model: type[Model]) -> None:
+    def __init__(self, model: type[Model], fixed: Sequence[str] = ()) -> None:
         self.model = model
-        self.fields = [f for f in model._meta.local_concrete_fields if not f.primary_key]
+        fixed_fields = {model._meta.get_field(name) for name in fixed}
+        self.fields = [f for f in model._meta.local_concrete_fields if not f.primary_key and f not in fixed_fields]
+        self.update_fields = frozenset(f.name for f in self.fields) if fixed_fields else None
         self.sql: dict[str, str] = {}
 
     def __call__(self, obj: Model) -> None:
@@ -373,11 +377,11 @@ class FixedSave:
             qn = conn.ops.quote_name
             sets = ", ".join(f"{qn(f.column)} = %s" for f in self.fields)
             sql = self.sql[conn.vendor] = f"UPDATE {qn(meta.db_table)} SET {sets} WHERE {qn(meta.pk.column)} = %s"
-        pre_save.send(sender=self.model, instance=obj, raw=False, using=conn.alias, update_fields=None)
+        pre_save.send(sender=self.model, instance=obj, raw=False, using=conn.alias, update_fields=self.update_fields)
         params = [f.get_db_prep_save(f.pre_save(obj, False), conn) for f in self.fields]
         params.append(meta.pk.get_db_prep_value(obj.pk, conn))
         yield Statement(sql, params, 1, f"{self.model.__name__} {obj.pk!r}")
-        post_save.send(sender=self.model, instance=obj, created=False, update_fields=None, raw=False,
+        post_save.send(sender=self.model, instance=obj, created=False, update_fields=self.update_fields, raw=False,
                        using=conn.alias)
 
 

@@ -27,6 +27,7 @@ own, as for a lone step). SLCT_GROUP_STEPS=1 runs one step per transaction.
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -79,6 +80,7 @@ def run(queue: list[int], *, max_steps: int, until: float, hold_hooks: bool = Tr
     group_until = min(until, started_at + QUIET_GROUP * conf.group_ms() / 1000)
     busy: list[int] = []  # found another transaction's lock: left for the next transaction
     with transaction.atomic(), engine.deferring_events() as events, _holding(hold_hooks) as told:
+        _savepoints.numbers = itertools.count(1)  # each group's savepoints are named alike
         bound = _lock_wait_bound()
         attempted = False  # a step has run or locked something: later steps' lock waits are bounded
         while out.queue and len(out.ran) < max_steps and (not out.ran or time.monotonic() < group_until):
@@ -178,7 +180,16 @@ def _one(goroutine_id: int, *, bound: Statement | None, last: bool, marks: _Mark
         raise _Busy() from None
 
 
-_savepoints = itertools.count(1)
+class _SavepointNumbers(threading.local):
+    """Savepoint names repeat from group to group (slct_step_1, _2, ...), so the text of a step's
+    first round trip repeats too, and psycopg's cache of parsed query texts serves it instead of
+    splitting a new text at every step. Unique within a transaction, which is all PostgreSQL
+    needs (and ROLLBACK TO names the latest of a name anyway)."""
+
+    numbers: Iterator[int] = itertools.count(1)
+
+
+_savepoints = _SavepointNumbers()
 
 
 def _in_savepoint(func: Callable[[], T], first: list[Statement] = ()) -> T:
@@ -186,7 +197,7 @@ def _in_savepoint(func: Callable[[], T], first: list[Statement] = ()) -> T:
     round trip of its own) and which is never released (a group is short; PostgreSQL keeps a
     few dozen subtransactions cheaply). On an exception: back to the savepoint, if anything was
     sent, and the on_commit callbacks registered since are dropped, as Django's atomic() does."""
-    savepoint = Statement(f"SAVEPOINT slct_step_{next(_savepoints)}", [], None, "savepoint", prepare=False)
+    savepoint = Statement(f"SAVEPOINT slct_step_{next(_savepoints.numbers)}", [], None, "savepoint", prepare=False)
     callbacks = len(connection.run_on_commit)
     try:
         with deferring():
