@@ -9,7 +9,8 @@ the queries of each kind of step in the steady state:
 * a step whose select receives and blocks (nobody sending yet);
 * the same two for the steps that start the processes.
 
-BEGIN/COMMIT are not counted (Django logs them on SQLite only); SAVEPOINTs are. Set
+BEGIN/COMMIT are not counted (Django logs them on SQLite only); SAVEPOINTs are. Nor is the
+one-time preparation of a fixed statement on PostgreSQL (tests/sql_log.py). Set
 SLCT_PRINT_QUERIES=1 (with pytest -s) to see every query of every step.
 """
 from __future__ import annotations
@@ -25,8 +26,9 @@ from slct_workflows import services
 from slct_workflows.runtime import engine, timers
 from slct_workflows.models import Goroutine, GoroutineStatus
 from slct_workflows.testing import WorkflowRunner
+from tests.sql_log import sent
 
-TX_CONTROL = {"BEGIN", "COMMIT", "ROLLBACK"}
+TX_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK")
 
 # Upper bounds (measured + a small margin). Lower them when the engine gets cheaper.
 # Measured on 2026-11-27 (engine at b2babef), SQLite and PostgreSQL alike: 10 / 8 / 10, and 10 for
@@ -51,7 +53,7 @@ def _step(gid: int) -> tuple[engine.StepResult, list[str]]:
     with CaptureQueriesContext(connection) as ctx:
         result = engine.run_step(gid)
     # SQLite's backend logs its BEGIN IMMEDIATE and COMMIT, PostgreSQL's does not: leave them out
-    queries = [q["sql"] for q in ctx.captured_queries if q["sql"].split(None, 1)[0].upper() not in TX_CONTROL]
+    queries = sent(ctx.captured_queries, TX_CONTROL)
     if os.environ.get("SLCT_PRINT_QUERIES"):
         print(f"\n--- goroutine {gid}: {len(queries)} queries")
         print("\n".join(f"  {i + 1:2}. {q[:150]}" for i, q in enumerate(queries)))
@@ -153,7 +155,7 @@ def test_timers_due_together_fire_in_a_fixed_number_of_queries_and_their_steps_s
         clock.advance(timedelta(hours=2))
         with CaptureQueriesContext(connection) as ctx:
             fired = timers.fire_due_timers()
-        queries = [q["sql"] for q in ctx.captured_queries if q["sql"].split(None, 1)[0].upper() not in TX_CONTROL]
+        queries = sent(ctx.captured_queries, TX_CONTROL)
         assert sorted(fired) == sorted(gids)
         assert len(queries) <= MAX_BULK_FIRE, _explain("bulk timer firing", queries, MAX_BULK_FIRE)
         assert all(_status(gid) == GoroutineStatus.RUNNABLE for gid in gids)

@@ -29,6 +29,8 @@ from typing import Any, Callable, Generic, Iterable, Iterator, Sequence, TypeVar
 from django.db import DatabaseError, connection, connections
 from django.db.models import Model, QuerySet
 
+from slct_workflows import conf
+
 M = TypeVar("M", bound=Model)
 
 
@@ -94,7 +96,7 @@ def read_together(*reads: tuple[Any, Sequence[Any]]) -> list[list]:
     with connection.cursor() as cursor:
         raw = cursor.cursor
         writes = _take()
-        if len(prepared) + len(writes) > 1 and _together(raw):
+        if _together(raw) and (len(prepared) + len(writes) > 1 or conf.prepared_statements()):
             _sent(writes)
             texts = _executes([*((st.sql, st.params, st.prepare) for st in writes),
                                *((sql, params, True) for sql, params, _ in prepared)])
@@ -172,7 +174,7 @@ def execute_together(statements: Sequence[Statement]) -> None:
         return
     with connection.cursor() as cursor:
         raw = cursor.cursor
-        if len(statements) > 1 and _together(raw):
+        if _together(raw) and (len(statements) > 1 or conf.prepared_statements()):
             _sent(statements)
             texts = _executes([(st.sql, st.params, st.prepare) for st in statements])
             cursor.execute("; ".join(texts), [p for st in statements for p in st.params])
@@ -284,8 +286,6 @@ def _executes(statements: Sequence[tuple[str, Sequence[Any], bool]]) -> list[str
     not the protocol's: it works inside the one multi-statement round trip, and it is not
     undone by a rollback. Off (SLCT_PREPARED_STATEMENTS) behind a pooler that moves a
     connection between sessions."""
-    from slct_workflows import conf
-
     if not conf.prepared_statements():
         return [sql for sql, _, _ in statements]
     prepared = _session_prepared()
@@ -302,6 +302,19 @@ def _executes(statements: Sequence[tuple[str, Sequence[Any], bool]]) -> list[str
     return texts
 
 
+def expand(text: str) -> str:
+    """A round trip's text as the statements it ran: each `EXECUTE slct_...(...)` of this
+    session replaced by the SQL that was PREPAREd under that name (for logs and tests)."""
+    prepared = getattr(connection, "_slct_prepared", None)
+    if prepared is None:
+        return text
+    by_name = {name: sql for sql, name in prepared.names.items() if name}
+    return _EXECUTE.sub(lambda m: by_name.get(m.group(1), m.group(0)), text)
+
+
+_EXECUTE = re.compile(r"EXECUTE (slct_\w+)(?:\([^;]*\))?")
+
+
 def _session_prepared() -> _Prepared:
     session = connection.connection
     prepared = getattr(connection, "_slct_prepared", None)
@@ -311,6 +324,16 @@ def _session_prepared() -> _Prepared:
 
 
 _PLACEHOLDER = re.compile(r"%[s%]")
+_TABLE = re.compile(r'(?:FROM|INTO|UPDATE)\s+"?(\w+)"?', re.IGNORECASE)
+
+
+def _statement_name(sql: str) -> str:
+    """A name that says what the statement does (in the query log: `EXECUTE
+    slct_update_slct_workflows_goroutine_<hash>(...)`) and is unique for its text."""
+    verb = sql.split(None, 1)[0].lower()
+    table = _TABLE.search(sql)
+    readable = f"{verb}_{table.group(1).lower()}" if table else verb
+    return f"slct_{readable[:40]}_{hashlib.sha1(sql.encode()).hexdigest()[:16]}"
 
 
 def _prepare(prepared: _Prepared, sqls: Iterable[str]) -> None:
@@ -320,7 +343,7 @@ def _prepare(prepared: _Prepared, sqls: Iterable[str]) -> None:
     from django.db import transaction
 
     for sql in sqls:
-        name = "slct_" + hashlib.sha1(sql.encode()).hexdigest()[:24]
+        name = _statement_name(sql)
         numbers = itertools.count(1)
         text = _PLACEHOLDER.sub(lambda m: f"${next(numbers)}" if m.group() == "%s" else "%", sql)
         try:

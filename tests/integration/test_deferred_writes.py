@@ -16,6 +16,7 @@ from django.db import DatabaseError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from slct_workflows.models import Channel
+from tests.sql_log import sent
 from slct_workflows.runtime.db import is_retryable
 from slct_workflows.runtime.fixed_sql import (
     Conflict,
@@ -42,8 +43,7 @@ def _capacity(name: str) -> int:
 
 
 def _sql(ctx: CaptureQueriesContext) -> list[str]:
-    return [q["sql"] for q in ctx.captured_queries
-            if not q["sql"].startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE", "ROLLBACK"))]
+    return sent(ctx.captured_queries, ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE", "ROLLBACK"))
 
 
 def test_a_deferred_write_waits_and_a_plain_orm_read_sends_it_first():

@@ -8,6 +8,7 @@ from django.test.utils import CaptureQueriesContext
 from slct_workflows import services
 from slct_workflows.runtime.fixed_sql import FixedQuery, FixedValues
 from slct_workflows.models import Channel, Goroutine
+from tests.sql_log import sent
 
 pytestmark = pytest.mark.django_db
 
@@ -133,8 +134,8 @@ def test_writes_executed_together_all_land_in_one_round_trip_on_postgresql():
     with CaptureQueriesContext(connection) as ctx:
         with FixedSave(ProcessInstance).saving(proc) as a, FixedSave(Goroutine).saving(g) as b:
             execute_together([a, b, FixedInsert(Event).statement([event])])
-    sent = [q for q in ctx.captured_queries if not q["sql"].startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"))]
-    assert len(sent) == (1 if connection.vendor == "postgresql" else 3)
+    writes = sent(ctx.captured_queries, ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"))
+    assert len(writes) == (1 if connection.vendor == "postgresql" else 3)
     assert ProcessInstance.objects.get(pk=proc.pk).step_count == 3
     assert Goroutine.objects.get(pk=g.pk).status == "blocked"
     assert Event.objects.get(process=proc, seq=3).value == {"v": "ü"}
@@ -182,7 +183,7 @@ def test_reads_together_are_one_round_trip_on_postgresql_and_match_reading_one_b
         got_chans, got_buffers = read_together((chans, (["fx-r1", "fx-r2"],)), (buffers, (["fx-r2"],)))
     assert [c.name for c in got_chans] == ["fx-r1", "fx-r2"] and got_chans[1].capacity == 2
     assert got_buffers == [("fx-r2", {"a": 1})]
-    assert len(ctx.captured_queries) == (1 if connection.vendor == "postgresql" else 2)
+    assert len(sent(ctx.captured_queries)) == (1 if connection.vendor == "postgresql" else 2)
 
 
 @pytest.mark.django_db(transaction=True)
