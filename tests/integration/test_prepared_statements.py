@@ -27,6 +27,10 @@ def postgres():
         if os.environ.get("SLCT_REQUIRE_POSTGRES") == "1":
             pytest.fail(f"SLCT_REQUIRE_POSTGRES=1 but the database is {connection.vendor}")
         pytest.skip("PostgreSQL only: SQLite has no prepared statements")
+    # Earlier tests on this connection prepared what they ran: start from a session with nothing.
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")
+    connection._slct_prepared = None
 
 
 def _session_statements() -> set[str]:
