@@ -43,6 +43,33 @@ def test_a_round_fires_due_timers_and_says_how_long_to_wait(runner, loop):
     assert Goroutine.objects.get(pk=g.pk).status == "runnable"
 
 
+def test_a_burst_fires_one_wake_job_first_then_in_bulk(runner, settings):
+    """Many timers due together: the first transaction fires one wake job's worth, so workers
+    start on those steps while the rest fire 100 to a transaction; every one fires once."""
+    from slct_workflows.runtime import timers
+
+    settings.SLCT_WAKE_BATCH = 5
+    gids = [Goroutine.objects.get(process_id=runner.start("t-sleeper")).id for _ in range(120)]
+    clock.advance(timedelta(hours=2))
+
+    class Recording(NullDispatcher):
+        def __init__(self):
+            self.wakes = []
+
+        def wake(self, ids, at_front=False):
+            self.wakes.append(list(ids))
+
+    rec = Recording()
+    previous = dispatch.use(rec)
+    try:
+        fired, done = timers.fire_due()
+    finally:
+        dispatch.use(previous)
+    assert (fired, done) == (120, True)
+    assert [len(w) for w in rec.wakes] == [5, 100, 15]
+    assert sorted(g for w in rec.wakes for g in w) == sorted(gids)
+
+
 def test_a_redis_outage_is_logged_once_and_the_loop_comes_back(loop, redis_conn, caplog):
     working = loop.redis
     # Nothing listens on port 1; no retries, so each round fails at once.
