@@ -29,9 +29,10 @@ RETRYABLE_PGCODES = {"40001", "40P01", "55P03"}  # serialization failure, deadlo
 def is_retryable(exc: BaseException) -> bool:
     if not isinstance(exc, DatabaseError):
         return False
-    from slct_workflows.runtime.fixed_sql import Conflict
+    from slct_workflows.runtime.fixed_sql import Conflict, PreparedStatementsLost
 
-    if isinstance(exc, Conflict):  # a conditional write lost a race: read again
+    # A conditional write lost a race: read again. Prepared statements gone: prepare again.
+    if isinstance(exc, (Conflict, PreparedStatementsLost)):
         return True
     cause = exc.__cause__
     pgcode = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)

@@ -100,10 +100,8 @@ def read_together(*reads: tuple[Any, Sequence[Any]]) -> list[list]:
             _sent(writes)
             texts = _executes([*((st.sql, st.params, st.prepare) for st in writes),
                                *((sql, params, True) for sql, params, _ in prepared)])
-            cursor.execute(
-                "; ".join(texts),
-                [*(p for st in writes for p in st.params), *(p for _, params, _ in prepared for p in params)],
-            )
+            _send(cursor, "; ".join(texts),
+                  [*(p for st in writes for p in st.params), *(p for _, params, _ in prepared for p in params)])
             counts = [raw.rowcount]
             for _ in writes[1:]:
                 raw.nextset()
@@ -159,6 +157,13 @@ class Statement:
         self.sent = False  # handed to the driver (deferred statements: whether it ran)
 
 
+class PreparedStatementsLost(DatabaseError):
+    """The session no longer has a statement this process PREPAREd on it (a `DEALLOCATE ALL` or
+    `DISCARD ALL` behind its back, a pooler that moved it to another server connection). The
+    process forgets what it prepared there; the transaction reruns and prepares again
+    (runtime.db.is_retryable)."""
+
+
 class Conflict(DatabaseError):
     """A conditional write found its row no longer as read (a waiter fired meanwhile by another
     transaction): the transaction is rerun and reads again (runtime.db.is_retryable)."""
@@ -177,7 +182,7 @@ def execute_together(statements: Sequence[Statement]) -> None:
         if _together(raw) and (len(statements) > 1 or conf.prepared_statements()):
             _sent(statements)
             texts = _executes([(st.sql, st.params, st.prepare) for st in statements])
-            cursor.execute("; ".join(texts), [p for st in statements for p in st.params])
+            _send(cursor, "; ".join(texts), [p for st in statements for p in st.params])
             counts = [raw.rowcount]
             while raw.nextset():
                 counts.append(raw.rowcount)
@@ -313,6 +318,17 @@ def expand(text: str) -> str:
 
 
 _EXECUTE = re.compile(r"EXECUTE (slct_\w+)(?:\([^;]*\))?")
+
+
+def _send(cursor: Any, text: str, params: list[Any]) -> None:
+    try:
+        cursor.execute(text, params)
+    except DatabaseError as exc:
+        # 26000: no prepared statement of that name on this session.
+        if getattr(exc.__cause__, "sqlstate", None) == "26000" and getattr(connection, "_slct_prepared", None):
+            connection._slct_prepared = None
+            raise PreparedStatementsLost(f"this connection's prepared statements are gone: {exc}") from exc
+        raise
 
 
 def _session_prepared() -> _Prepared:

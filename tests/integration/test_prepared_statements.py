@@ -148,3 +148,33 @@ def test_off_by_default_where_server_side_cursors_are_off(monkeypatch):
     assert conf.prepared_statements() is False
     monkeypatch.setitem(connection.settings_dict, "DISABLE_SERVER_SIDE_CURSORS", False)
     assert conf.prepared_statements() is True
+
+
+def test_statements_deallocated_behind_its_back_are_prepared_again_on_the_retry(postgres):
+    """A session that lost what this process prepared on it (DEALLOCATE ALL, DISCARD ALL, a pooler
+    that moved it) must not fail every step from then on: the error is retryable, and the retry
+    prepares again."""
+    from slct_workflows.runtime.db import is_retryable, with_db_retries
+    from slct_workflows.runtime.fixed_sql import PreparedStatementsLost
+
+    services.create_channel("ps-lost")
+    _CHANNELS(["ps-lost"])
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")
+    with pytest.raises(PreparedStatementsLost) as lost:
+        with transaction.atomic():
+            _CHANNELS(["ps-lost"])
+    assert is_retryable(lost.value)
+    assert [c.name for c in _CHANNELS(["ps-lost"])] == ["ps-lost"]  # prepared again, then lost again:
+    with connection.cursor() as cursor:
+        cursor.execute("DEALLOCATE ALL")
+
+    attempts = []
+
+    def step():
+        attempts.append(1)
+        with transaction.atomic():
+            return [c.name for c in _CHANNELS(["ps-lost"])]
+
+    assert with_db_retries(step) == ["ps-lost"]
+    assert len(attempts) == 2  # the first found them gone, the second prepared them again
