@@ -97,9 +97,11 @@ def read_together(*reads: tuple[Any, Sequence[Any]]) -> list[list]:
         raw = cursor.cursor
         writes = _take()
         if _together(raw) and (len(prepared) + len(writes) > 1 or conf.prepared_statements()):
-            _sent(writes)
+            # Prepared first: a PREPARE that fails must not leave the writes (a SAVEPOINT among
+            # them) marked as sent when they were not.
             texts = _executes([*((st.sql, st.params, st.prepare) for st in writes),
                                *((sql, params, True) for sql, params, _ in prepared)])
+            _sent(writes)
             _send(cursor, "; ".join(texts),
                   [*(p for st in writes for p in st.params), *(p for _, params, _ in prepared for p in params)])
             counts = [raw.rowcount]
@@ -180,8 +182,8 @@ def execute_together(statements: Sequence[Statement]) -> None:
     with connection.cursor() as cursor:
         raw = cursor.cursor
         if _together(raw) and (len(statements) > 1 or conf.prepared_statements()):
-            _sent(statements)
             texts = _executes([(st.sql, st.params, st.prepare) for st in statements])
+            _sent(statements)  # after the PREPAREs (see read_together)
             _send(cursor, "; ".join(texts), [p for st in statements for p in st.params])
             counts = [raw.rowcount]
             while raw.nextset():
@@ -278,9 +280,10 @@ class _Prepared:
     """The statements PREPAREd on one database session: SQL -> name (None: PostgreSQL would not
     prepare it; it is sent as it is)."""
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: Any, *, stale: bool = False) -> None:
         self.session = session
         self.names: dict[str, str | None] = {}
+        self.stale = stale  # the session's statements are not to be trusted: DEALLOCATE ALL first
 
 
 def _executes(statements: Sequence[tuple[str, Sequence[Any], bool]]) -> list[str]:
@@ -324,11 +327,20 @@ def _send(cursor: Any, text: str, params: list[Any]) -> None:
     try:
         cursor.execute(text, params)
     except DatabaseError as exc:
-        # 26000: no prepared statement of that name on this session.
-        if getattr(exc.__cause__, "sqlstate", None) == "26000" and getattr(connection, "_slct_prepared", None):
-            connection._slct_prepared = None
-            raise PreparedStatementsLost(f"this connection's prepared statements are gone: {exc}") from exc
+        prepared = getattr(connection, "_slct_prepared", None)
+        if prepared is not None and _unusable(exc):
+            # The transaction is aborted now: the next one deallocates them all and prepares again.
+            connection._slct_prepared = _Prepared(prepared.session, stale=True)
+            raise PreparedStatementsLost(f"this connection's prepared statements cannot be used: {exc}") from exc
         raise
+
+
+def _unusable(exc: DatabaseError) -> bool:
+    """26000: no prepared statement of that name on this session. 0A000 "cached plan must not
+    change result type": a migration changed the type of a column a prepared SELECT returns;
+    it fails the same way until the statement is prepared again."""
+    code = getattr(exc.__cause__, "sqlstate", None)
+    return code == "26000" or (code == "0A000" and "cached plan" in str(exc))
 
 
 def _session_prepared() -> _Prepared:
@@ -336,17 +348,21 @@ def _session_prepared() -> _Prepared:
     prepared = getattr(connection, "_slct_prepared", None)
     if prepared is None or prepared.session is not session:  # a new connection: nothing prepared
         prepared = connection._slct_prepared = _Prepared(session)
+    if prepared.stale:
+        with connection.cursor() as cursor:
+            cursor.execute("DEALLOCATE ALL")  # not transactional: holds whatever follows
+        prepared.stale = False
     return prepared
 
 
 _PLACEHOLDER = re.compile(r"%[s%]")
-_TABLE = re.compile(r'(?:FROM|INTO|UPDATE)\s+"?(\w+)"?', re.IGNORECASE)
+_TABLE = re.compile(r'(?:FROM|INTO|UPDATE)\s+"?(\w+)"?', re.IGNORECASE | re.ASCII)
 
 
 def _statement_name(sql: str) -> str:
     """A name that says what the statement does (in the query log: `EXECUTE
     slct_update_slct_workflows_goroutine_<hash>(...)`) and is unique for its text."""
-    verb = sql.split(None, 1)[0].lower()
+    verb = re.sub(r"\W", "", sql.split(None, 1)[0].lower(), flags=re.ASCII) or "statement"
     table = _TABLE.search(sql)
     readable = f"{verb}_{table.group(1).lower()}" if table else verb
     return f"slct_{readable[:40]}_{hashlib.sha1(sql.encode()).hexdigest()[:16]}"

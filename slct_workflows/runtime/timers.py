@@ -111,6 +111,9 @@ def fire_due(until: float | None = None) -> tuple[int, bool]:
     limit = min(conf.wake_batch(), 100)
     while until is None or time.monotonic() < until:
         ids = fire_due_timers(limit)
+        if not ids and limit < 100:
+            limit = 100  # the small first window found only goroutines busy elsewhere: look wider
+            continue
         limit = 100
         if not ids:
             return fired, True

@@ -178,3 +178,64 @@ def test_statements_deallocated_behind_its_back_are_prepared_again_on_the_retry(
 
     assert with_db_retries(step) == ["ps-lost"]
     assert len(attempts) == 2  # the first found them gone, the second prepared them again
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_prepare_that_waits_too_long_fails_the_step_retryably_not_with_a_missing_savepoint(postgres):
+    """The step's first round trip carries its SAVEPOINT. If that round trip's PREPARE fails (here
+    a lock timeout: another transaction holds the table), the SAVEPOINT was never sent, and the
+    error that surfaces must be the lock timeout (retryable), not a failed ROLLBACK TO SAVEPOINT."""
+    import psycopg
+
+    from slct_workflows.runtime import group
+    from slct_workflows.runtime.db import is_retryable
+
+    other = psycopg.connect(dbname=connection.settings_dict["NAME"], host=connection.settings_dict["HOST"] or None,
+                            port=connection.settings_dict["PORT"] or None, user=connection.settings_dict["USER"] or None,
+                            autocommit=False)
+    other.execute("LOCK TABLE slct_workflows_channel IN ACCESS EXCLUSIVE MODE")
+    try:
+        with pytest.raises(Exception) as failed:
+            with transaction.atomic():
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL lock_timeout = '200ms'")
+                group._savepoints.numbers = iter(range(1, 100))
+                group._in_savepoint(lambda: _CHANNELS(["ps-x", "ps-y"]))
+    finally:
+        other.rollback()
+        other.close()
+    assert getattr(failed.value.__cause__, "sqlstate", None) == "55P03", repr(failed.value)
+    assert is_retryable(failed.value)
+
+
+def test_a_column_whose_type_changed_under_a_prepared_select_is_prepared_again(postgres):
+    """A migration that changes the type of a column a prepared SELECT returns makes every later
+    EXECUTE fail ("cached plan must not change result type") until it is prepared again: the
+    step fails retryably once, and the rerun prepares anew."""
+    from slct_workflows.runtime.db import is_retryable
+    from slct_workflows.runtime.fixed_sql import FixedValues, PreparedStatementsLost
+
+    capacity = FixedValues(lambda names: Channel.objects.filter(name__in=names).values_list("name", "capacity"))
+    services.create_channel("ps-alter", capacity=3)
+    assert capacity(["ps-alter"]) == [("ps-alter", 3)]
+    with pytest.raises(PreparedStatementsLost) as lost:
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("ALTER TABLE slct_workflows_channel ALTER COLUMN capacity TYPE bigint")
+            capacity(["ps-alter"])
+    assert is_retryable(lost.value)
+    with transaction.atomic():  # the rerun: the session's statements are dropped and prepared again
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE slct_workflows_channel ALTER COLUMN capacity TYPE bigint")
+        assert capacity(["ps-alter"]) == [("ps-alter", 3)]
+        transaction.set_rollback(True)  # leave the column as the migrations made it
+
+
+def test_statement_names_are_ascii_identifiers():
+    from slct_workflows.runtime.fixed_sql import _statement_name
+
+    for sql in ['SELECT "naïve_table"."x" FROM "naïve_table" WHERE id = %s', "(SELECT 1) UNION (SELECT 2)",
+                'UPDATE "slct_workflows_goroutine" SET "status" = %s WHERE "id" = %s']:
+        name = _statement_name(sql)
+        assert name.isascii() and name.replace("_", "").isalnum() and len(name) <= 63, name
+    assert _statement_name("SELECT 1") != _statement_name("SELECT 2")

@@ -135,3 +135,37 @@ def test_maintenance_runs_beside_the_rounds_never_inside_them(runner, loop, monk
         loop.stopping.set()
         thread.join(5)
     assert len(calls) == 1 and not thread.is_alive()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_small_first_window_of_busy_goroutines_does_not_stop_the_burst(runner, settings):
+    """The first firing transaction looks at a small window (one wake job's worth). If every
+    goroutine in it is locked by a step elsewhere (skip-locked), the burst goes on with the full
+    window instead of reporting nothing left while hundreds are due."""
+    import os
+
+    from django.db import connection
+
+    from slct_workflows.runtime import timers
+    from tests.integration.test_group_commit import held_elsewhere
+
+    if connection.vendor != "postgresql":
+        if os.environ.get("SLCT_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"SLCT_REQUIRE_POSTGRES=1 but the database is {connection.vendor}")
+        pytest.skip("PostgreSQL only: SQLite has no row locks to skip")
+    settings.SLCT_WAKE_BATCH = 5
+    gids = sorted(Goroutine.objects.get(process_id=runner.start("t-sleeper")).id for _ in range(30))
+    clock.advance(timedelta(hours=2))
+    busy = gids[:10]  # every goroutine of the first window (limit 5 -> 10 due rows looked at)
+
+    def lock_busy():
+        list(Goroutine.objects.select_for_update().filter(pk__in=busy))
+
+    previous = dispatch.use(NullDispatcher())
+    try:
+        with held_elsewhere(lock_busy):
+            fired, _ = timers.fire_due()
+    finally:
+        dispatch.use(previous)
+    assert fired == 20
+    assert set(Goroutine.objects.filter(pk__in=gids, status="runnable").values_list("id", flat=True)) == set(gids[10:])
