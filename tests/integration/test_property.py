@@ -7,8 +7,9 @@ a case being ["recv", chan], ["send", chan, value], ["after", seconds] or ["defa
 records every fired case as [script position, case index, value received, p.closed].
 
 The model also mirrors the runner's scheduling (runnable goroutines by (runnable_since, id), then
-due timers by (deadline, case), each woken goroutine running on while its selects fire at once),
-so that the exact outcome is predictable. The engine's clock is replaced by one that moves one
+due timers by (deadline, case), each a job whose queue runs the goroutines a step wakes first,
+then the goroutine itself while its selects fire at once: runtime/group.py), so that the exact
+outcome is predictable (Go allows either order after a rendezvous; the engine picks this one). The engine's clock is replaced by one that moves one
 microsecond per reading: every step has its own `now`, in the order the steps ran.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ from hypothesis import strategies as st
 
 from slct_workflows import Process, clock, conf, register, services
 from slct_workflows.runtime.channels import buffer_values
+from slct_workflows.runtime.group import LOCAL_QUEUE
 from slct_workflows.errors import ChannelClosed, NoReceiver
 from slct_workflows.models import ExternalSend, Goroutine, PendingCase, ProcessInstance
 from slct_workflows.testing import WorkflowRunner
@@ -129,6 +131,7 @@ class Model:
         self.tick = 0  # one per clock reading that stamps something
         self.offset = 0  # seconds the clock was advanced
         self.steps_per_job = steps_per_job
+        self.woken: list[int] = []  # the actors the current step made runnable, in order
 
     # channel rules
     def drop(self, owner: tuple) -> None:
@@ -142,6 +145,7 @@ class Model:
         if kind == "a":
             a = self.actors[ident]
             assert a.status == "blocked"
+            self.woken.append(ident)
             a.status, a.next, a.since, a.cases = "runnable", (w.case, value, closed), self.tick, None
         else:
             # A held send whose value moved into the buffer has no receiver yet.
@@ -233,15 +237,25 @@ class Model:
         ]
 
     def wake(self, a: MActor) -> None:
-        """jobs.wake: fire a due timer of a blocked goroutine, then step while its selects fire."""
-        for _ in range(self.steps_per_job):
-            if a.status == "blocked" and self.due(a):
+        """jobs.wake (runtime/group.py): the job's queue starts with `a`. A blocked goroutine with
+        a due timer has it fired, then steps. The goroutines a step wakes run next, then the
+        goroutine itself if its new select fired at once (LOCAL_QUEUE of them; the rest wait for
+        the runner's next pass), until the job has run steps_per_job steps."""
+        queue, steps = [a.idx], 0
+        while queue and steps < self.steps_per_job:
+            current = self.actors[queue.pop(0)]
+            if current.status == "blocked" and self.due(current):
                 self.tick += 1
-                self.drop(("a", a.idx))
-                a.status, a.next, a.since, a.cases = "runnable", (self.due(a)[0], None, False), self.tick, None
+                self.drop(("a", current.idx))
+                due = self.due(current)[0]
+                current.status, current.next, current.since, current.cases = "runnable", (due, None, False), self.tick, None
+            if current.status != "runnable":
                 continue
-            if a.status != "runnable" or not self.step(a):
-                break
+            self.woken = []
+            again = self.step(current)
+            steps += 1
+            next_up = [*dict.fromkeys(self.woken), *([current.idx] if again else [])]
+            queue[:0] = next_up[:LOCAL_QUEUE]
 
     def run(self) -> None:
         """WorkflowRunner.run: passes over the runnable goroutines by (runnable_since, id), then the
