@@ -118,9 +118,9 @@ def test_a_wrong_row_count_is_still_caught_when_prepared(postgres):
                                         ["ps-missing"], 1, "missing")])
 
 
-def test_sqlite_runs_the_statements_as_written():
-    if connection.vendor != "sqlite":
-        pytest.skip("the PostgreSQL pass covers the prepared side")
+def test_with_the_setting_off_or_on_sqlite_the_statements_run_as_written(settings):
+    if connection.vendor == "postgresql":
+        settings.SLCT_PREPARED_STATEMENTS = False  # on SQLite there is nothing to prepare either way
     services.create_channel("ps-s")
     with CaptureQueriesContext(connection) as ctx:
         assert [c.name for c in _CHANNELS(["ps-s"])] == ["ps-s"]
