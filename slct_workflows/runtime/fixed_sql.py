@@ -26,7 +26,7 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Generic, Iterable, Iterator, Sequence, TypeVar
 
-from django.db import DatabaseError, connection, connections
+from django.db import DatabaseError, connection, connections, transaction
 from django.db.models import Model, QuerySet
 
 from slct_workflows import conf
@@ -96,11 +96,13 @@ def read_together(*reads: tuple[Any, Sequence[Any]]) -> list[list]:
     with connection.cursor() as cursor:
         raw = cursor.cursor
         writes = _take()
-        if _together(raw) and (len(prepared) + len(writes) > 1 or conf.prepared_statements()):
+        together = _together(raw)
+        prepares = together and conf.prepared_statements()  # read once per round trip
+        if together and (len(prepared) + len(writes) > 1 or prepares):
             # Prepared first: a PREPARE that fails must not leave the writes (a SAVEPOINT among
             # them) marked as sent when they were not.
             texts = _executes([*((st.sql, st.params, st.prepare) for st in writes),
-                               *((sql, params, True) for sql, params, _ in prepared)])
+                               *((sql, params, True) for sql, params, _ in prepared)], prepares)
             _sent(writes)
             _send(cursor, "; ".join(texts),
                   [*(p for st in writes for p in st.params), *(p for _, params, _ in prepared for p in params)])
@@ -181,8 +183,10 @@ def execute_together(statements: Sequence[Statement]) -> None:
         return
     with connection.cursor() as cursor:
         raw = cursor.cursor
-        if _together(raw) and (len(statements) > 1 or conf.prepared_statements()):
-            texts = _executes([(st.sql, st.params, st.prepare) for st in statements])
+        together = _together(raw)
+        prepares = together and conf.prepared_statements()  # read once per round trip
+        if together and (len(statements) > 1 or prepares):
+            texts = _executes([(st.sql, st.params, st.prepare) for st in statements], prepares)
             _sent(statements)  # after the PREPAREs (see read_together)
             _send(cursor, "; ".join(texts), [p for st in statements for p in st.params])
             counts = [raw.rowcount]
@@ -286,15 +290,15 @@ class _Prepared:
         self.stale = stale  # the session's statements are not to be trusted: DEALLOCATE ALL first
 
 
-def _executes(statements: Sequence[tuple[str, Sequence[Any], bool]]) -> list[str]:
+def _executes(statements: Sequence[tuple[str, Sequence[Any], bool]], prepares: bool) -> list[str]:
     """Each `(sql, params, prepare)` as sent in a multi-statement round trip: `EXECUTE name(%s,
     ...)` of a statement PREPAREd once on this session, so PostgreSQL parses and plans it once
     per connection instead of at every step (planning was most of its CPU for these short
     statements); the parameters are bound client-side as before. PREPARE is the SQL command,
     not the protocol's: it works inside the one multi-statement round trip, and it is not
-    undone by a rollback. Off (SLCT_PREPARED_STATEMENTS) behind a pooler that moves a
-    connection between sessions."""
-    if not conf.prepared_statements():
+    undone by a rollback. `prepares` is SLCT_PREPARED_STATEMENTS, as the caller read it (off
+    behind a pooler that moves a connection between sessions): when off, the SQL as written."""
+    if not prepares:
         return [sql for sql, _, _ in statements]
     prepared = _session_prepared()
     new = [sql for sql, _, prepare in statements if prepare and sql not in prepared.names]
@@ -372,8 +376,6 @@ def _prepare(prepared: _Prepared, sqls: Iterable[str]) -> None:
     """PREPARE each statement on this session (once per connection: a round trip each), in a
     savepoint inside a transaction, so one PostgreSQL refuses (class 42: a parameter whose type
     it cannot infer) leaves the transaction as it was and is sent unprepared from then on."""
-    from django.db import transaction
-
     for sql in sqls:
         name = _statement_name(sql)
         numbers = itertools.count(1)
