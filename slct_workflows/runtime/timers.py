@@ -84,7 +84,10 @@ def fire_locked_due(goroutine_id: int) -> bool:
     return bool(locked) and bool(fire(locked, clock.now()))
 
 
-def fire_due_timers(limit: int = 100) -> list[int]:
+BULK = 100  # blocked goroutines fired per bulk transaction
+
+
+def fire_due_timers(limit: int = BULK) -> list[int]:
     """Fire due timers in bulk: one transaction for up to `limit` blocked goroutines. Rows that
     another transaction holds (a counterpart firing them now) are skipped, not waited for; if
     that transaction rolls back, the next timer job or sweep finds the timer still due."""
@@ -108,13 +111,13 @@ def fire_due(until: float | None = None) -> tuple[int, bool]:
     fired = 0
     # The first transaction fires one wake job's worth, so that workers start on those steps
     # while the rest fire (a burst of 1,000 due together: the first steps commit ~30 ms sooner).
-    limit = min(conf.wake_batch(), 100)
+    limit = min(conf.wake_batch(), BULK)
     while until is None or time.monotonic() < until:
         ids = fire_due_timers(limit)
-        if not ids and limit < 100:
-            limit = 100  # the small first window found only goroutines busy elsewhere: look wider
+        if not ids and limit < BULK:
+            limit = BULK  # the small first window found only goroutines busy elsewhere: look wider
             continue
-        limit = 100
+        limit = BULK
         if not ids:
             return fired, True
         dispatch.wake_now(ids)
