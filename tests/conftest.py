@@ -129,6 +129,17 @@ class WorkerPool:
         return "\n".join(f.read_text(errors="replace")[-4000:] for f in sorted(self.logdir.glob("worker-*.log")))
 
 
+def postgres_only(why: str) -> None:
+    """Skip on the SQLite pass, saying `why`; fail instead where PostgreSQL is required
+    (SLCT_REQUIRE_POSTGRES=1, CI's PostgreSQL pass), so such a test never skips silently there."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        if os.environ.get("SLCT_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"SLCT_REQUIRE_POSTGRES=1 but the database is {connection.vendor}")
+        pytest.skip(f"PostgreSQL only: {why}")
+
+
 def stop_process_group(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     """SIGTERM a process started with start_new_session=True and everything it started; SIGKILL
     what is still there after `timeout` seconds."""

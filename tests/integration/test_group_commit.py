@@ -19,7 +19,6 @@ What is checked, on the real engine and database (SQLite, and PostgreSQL where r
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,6 +43,7 @@ from slct_workflows.models import (
 )
 from slct_workflows.runtime import channels, dispatch, engine, group
 from slct_workflows.workers import jobs
+from tests.conftest import postgres_only
 
 from . import workflows_for_tests  # noqa: F401  (registers the t-* definitions)
 
@@ -265,13 +265,6 @@ def drive(recorder: Recorder, first: list[int], *, max_jobs: int = 2000) -> int:
 
 def step_events(pid: str) -> list[Event]:
     return list(Event.objects.filter(process_id=pid, kind=EventKind.STEP).order_by("seq"))
-
-
-def _postgres_only() -> None:
-    if connection.vendor != "postgresql":
-        if os.environ.get("SLCT_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"SLCT_REQUIRE_POSTGRES=1 but the database is {connection.vendor}")
-        pytest.skip("PostgreSQL only: row locks and lock_timeout")
 
 
 # -- one transaction, one COMMIT ------------------------------------------------------------------
@@ -708,7 +701,7 @@ def _show_lock_timeout() -> str:
 
 @pytest.mark.django_db(transaction=True)
 def test_a_later_step_whose_process_is_locked_is_left_for_the_next_transaction(recorder, roomy, commits):
-    _postgres_only()
+    postgres_only("row locks and lock_timeout")
     a_pid, a = start("gc-once", "a")
     b_pid, b = start("gc-once", "b")
     c_pid, c = start("gc-once", "c")
@@ -737,7 +730,7 @@ def test_a_later_step_whose_process_is_locked_is_left_for_the_next_transaction(r
 
 @pytest.mark.django_db(transaction=True)
 def test_the_first_step_of_a_group_waits_for_its_lock_as_a_lone_step(recorder, roomy):
-    _postgres_only()
+    postgres_only("row locks and lock_timeout")
     a_pid, a = start("gc-once", "a")
     b_pid, b = start("gc-once", "b")
     with process_locked(a_pid, release_after=0.3):
@@ -753,7 +746,7 @@ def test_the_first_step_of_a_group_waits_for_its_lock_as_a_lone_step(recorder, r
 
 @pytest.mark.django_db(transaction=True)
 def test_a_later_step_busy_inside_an_orm_write_is_left_for_the_next_transaction(recorder, roomy):
-    _postgres_only()
+    postgres_only("row locks and lock_timeout")
     a_pid, a = start("gc-once", "a")
     _, r = start("t-receiver", {"chan": "gc-race", "n": 1})
     c_pid, c = start("gc-once", "c")

@@ -4,7 +4,6 @@ are the queryset's; a rollback, a new connection, a statement PostgreSQL refuses
 the setting being off all leave the step working. SQLite has nothing to prepare."""
 from __future__ import annotations
 
-import os
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -14,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from slct_workflows import conf, services
 from slct_workflows.models import Channel
 from slct_workflows.runtime.fixed_sql import FixedQuery, Statement, execute_together, read_together
-from tests.sql_log import sent
+from tests.conftest import postgres_only
 
 pytestmark = pytest.mark.django_db
 
@@ -23,10 +22,7 @@ _CHANNELS = FixedQuery(lambda names: Channel.objects.filter(name__in=names).orde
 
 @pytest.fixture
 def postgres():
-    if connection.vendor != "postgresql":
-        if os.environ.get("SLCT_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"SLCT_REQUIRE_POSTGRES=1 but the database is {connection.vendor}")
-        pytest.skip("PostgreSQL only: SQLite has no prepared statements")
+    postgres_only("SQLite has no prepared statements")
     # Earlier tests on this connection prepared what they ran: start from a session with nothing.
     with connection.cursor() as cursor:
         cursor.execute("DEALLOCATE ALL")

@@ -2,7 +2,6 @@
 live processes and the channels they use stay; batches, dry runs, concurrent prunes, the command."""
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -23,8 +22,7 @@ from slct_workflows.models import (
     BufferedValue, Channel, Event, ExternalSend, Goroutine, Outbox, OutboxStatus, PendingCase, ProcessInstance,
     ProcessStatus, SendStatus,
 )
-
-from ..conftest import ROOT, _worker_env
+from ..conftest import ROOT, _worker_env, postgres_only
 
 pytestmark = pytest.mark.django_db
 
@@ -474,13 +472,6 @@ def test_pruning_beside_live_work_keeps_every_channel_in_transit():
     assert last.processes + sum(pruned) == n + 1
 
 
-def _postgres_only() -> None:
-    if connection.vendor != "postgresql":
-        if os.environ.get("SLCT_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"SLCT_REQUIRE_POSTGRES=1 but the database is {connection.vendor}")
-        pytest.skip("PostgreSQL only: the plan and the volume are PostgreSQL's")
-
-
 def _insert_select(model, select: dict[str, str | tuple[str, list]], source: str, params: list) -> int:
     """INSERT INTO model's table SELECT ... FROM source: columns named in `select` get that SQL
     expression, every other column its field default as the ORM would write it (so the test
@@ -507,7 +498,7 @@ def _insert_select(model, select: dict[str, str | tuple[str, list]], source: str
 
 
 def test_tens_of_thousands_pruned_in_batches_along_the_index():
-    _postgres_only()
+    postgres_only("the plan and the volume are PostgreSQL's")
     n, live_n = 20_000, 1_000
     now = timezone.now()
     procs = "slct_workflows_processinstance p"

@@ -142,17 +142,11 @@ def test_a_small_first_window_of_busy_goroutines_does_not_stop_the_burst(runner,
     """The first firing transaction looks at a small window (one wake job's worth). If every
     goroutine in it is locked by a step elsewhere (skip-locked), the burst goes on with the full
     window instead of reporting nothing left while hundreds are due."""
-    import os
-
-    from django.db import connection
-
     from slct_workflows.runtime import timers
+    from tests.conftest import postgres_only
     from tests.integration.test_group_commit import held_elsewhere
 
-    if connection.vendor != "postgresql":
-        if os.environ.get("SLCT_REQUIRE_POSTGRES") == "1":
-            pytest.fail(f"SLCT_REQUIRE_POSTGRES=1 but the database is {connection.vendor}")
-        pytest.skip("PostgreSQL only: SQLite has no row locks to skip")
+    postgres_only("SQLite has no row locks to skip")
     settings.SLCT_WAKE_BATCH = 5
     gids = sorted(Goroutine.objects.get(process_id=runner.start("t-sleeper")).id for _ in range(30))
     clock.advance(timedelta(hours=2))
