@@ -18,28 +18,6 @@ import uuid
 from datetime import timedelta
 
 
-class _Recorder:
-    """A dispatcher that keeps the wake lists: the caller runs them, in order."""
-
-    def __init__(self) -> None:
-        self.queue: list[list[int]] = []
-
-    def wake(self, ids, at_front=False):
-        self.queue.append(list(ids))
-
-    def wake_at(self, *args):
-        pass
-
-    def outbox(self, *args):
-        pass
-
-    def outbox_at(self, *args):
-        pass
-
-    def timers_at(self, *args):
-        pass
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("scenario", choices=["pingpong", "timers"])
@@ -58,12 +36,22 @@ def main() -> None:
     from django.db import connection, transaction
     from django.utils import timezone
 
-    from slct_workflows import services
+    from slct_workflows import conf, services
     from slct_workflows.runtime import dispatch, timers
+    from slct_workflows.testing import NullDispatcher
     from slct_workflows.workers import jobs
 
+    class Recorder(NullDispatcher):
+        """Keeps the wake lists (the rest it drops): drain() runs them, in order."""
+
+        def __init__(self) -> None:
+            self.queue: list[list[int]] = []
+
+        def wake(self, goroutine_ids, at_front=False):
+            self.queue.append(list(goroutine_ids))
+
     settings.DEBUG = False
-    rec = _Recorder()
+    rec = Recorder()
     dispatch.use(rec)
     statements = [0]
 
@@ -121,7 +109,7 @@ def main() -> None:
     db_cpu = backend_cpu() - db_cpu
     print(f"{args.scenario}: {steps} steps, {wall / steps * 1000:.3f} ms/step wall, {cpu / steps * 1000:.3f} ms/step "
           f"CPU, {db_cpu / steps * 1000:.3f} ms/step database CPU, {statements[0] / steps:.2f} round trips/step "
-          f"(SLCT_GROUP_STEPS={os.environ.get('SLCT_GROUP_STEPS', 16)})")
+          f"(SLCT_GROUP_STEPS={conf.group_steps()})")
 
 
 if __name__ == "__main__":
