@@ -26,7 +26,8 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Generic, Iterable, Iterator, Sequence, TypeVar
 
-from django.db import DatabaseError, connection, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
+from django.db.backends.utils import CursorWrapper
 from django.db.models import Model, QuerySet
 
 from slct_workflows import conf
@@ -45,10 +46,10 @@ class FixedQuery(Generic[M]):
     def __call__(self, *args: Any) -> list[M]:
         return read_together((self, args))[0]
 
-    def prepare(self, args: Sequence[Any]) -> tuple[str, list[Any], Callable[[list], list]]:
-        sql, params, convert = self.values.prepare(args)
-        compiler = self.values.compiled[_shape(args)][1]
-        model, names, db = compiler.query.model, self.values.attnames, connection.alias
+    def prepare(self, args: Sequence[Any], conn: Any = None) -> tuple[str, list[Any], Callable[[list], list]]:
+        conn = conn or connections[DEFAULT_DB_ALIAS]
+        sql, params, convert = self.values.prepare(args, conn)
+        model, names, db = self.values.model, self.values.attnames, conn.alias
         return sql, params, lambda rows: [model.from_db(db, names, row) for row in convert(rows)]
 
 
@@ -61,18 +62,20 @@ class FixedValues:
         self.build = build
         self.compiled: dict[tuple, tuple[str, Any, list, list[int]]] = {}
         self.attnames: list[str] = []  # the columns' attribute names, for FixedQuery's instances
+        self.model: type[Model] | None = None
 
     def __call__(self, *args: Any) -> list[tuple]:
         return read_together((self, args))[0]
 
-    def prepare(self, args: Sequence[Any]) -> tuple[str, list[Any], Callable[[list], list]]:
+    def prepare(self, args: Sequence[Any], conn: Any = None) -> tuple[str, list[Any], Callable[[list], list]]:
         """The SQL, its parameters, and how to turn the fetched rows into the result."""
-        shape = _shape(args)
+        shape = _shape((conn or connections[DEFAULT_DB_ALIAS]).vendor, args)
         found = self.compiled.get(shape)
         if found is None:
             qs, compiler, sql, order = _compile(self.build, args)
             fields = [s[0] for s in compiler.select[: compiler.col_count]]
             self.attnames = [f.target.attname for f in fields]
+            self.model = compiler.query.model
             found = self.compiled[shape] = (sql, compiler, compiler.get_converters(fields), order)
         sql, compiler, converters, order = found
 
@@ -91,40 +94,48 @@ def read_together(*reads: tuple[Any, Sequence[Any]]) -> list[list]:
     its own snapshot when it starts, after the ones before it have finished: a read placed after
     a `SELECT ... FOR UPDATE` sees what the previous holder of the lock committed, exactly as if
     it had been sent after it."""
-    prepared = [fixed.prepare(args) for fixed, args in reads]
+    conn = connections[DEFAULT_DB_ALIAS]
+    prepared = [fixed.prepare(args, conn) for fixed, args in reads]
+    raw = _direct_cursor(conn)
+    if raw is not None:
+        return _read(conn, raw, raw, prepared)
+    with conn.cursor() as cursor:
+        return _read(conn, cursor, cursor.cursor, prepared)
+
+
+def _read(conn: Any, cursor: Any, raw: Any, prepared: list) -> list[list]:
     results: list[list] = []
-    with connection.cursor() as cursor:
-        raw = cursor.cursor
-        writes = _take()
-        together = _together(raw)
-        prepares = together and conf.prepared_statements()  # read once per round trip
-        if together and (len(prepared) + len(writes) > 1 or prepares):
-            # Prepared first: a PREPARE that fails must not leave the writes (a SAVEPOINT among
-            # them) marked as sent when they were not.
-            texts = _executes([*((st.sql, st.params, st.prepare) for st in writes),
-                               *((sql, params, True) for sql, params, _ in prepared)], prepares)
-            _sent(writes)
-            _send(cursor, "; ".join(texts),
-                  [*(p for st in writes for p in st.params), *(p for _, params, _ in prepared for p in params)])
-            counts = [raw.rowcount]
-            for _ in writes[1:]:
+    writes = _take()
+    direct = cursor is raw
+    together = direct or _together(conn, raw)
+    prepares = together and conf.prepared_statements()  # read once per round trip
+    if together and (len(prepared) + len(writes) > 1 or prepares or direct):
+        # Prepared first: a PREPARE that fails must not leave the writes (a SAVEPOINT among
+        # them) marked as sent when they were not.
+        texts = _executes(conn, [*((st.sql, st.params, st.prepare) for st in writes),
+                                 *((sql, params, True) for sql, params, _ in prepared)], prepares)
+        _sent(writes)
+        _send(conn, cursor, "; ".join(texts),
+              [*(p for st in writes for p in st.params), *(p for _, params, _ in prepared for p in params)])
+        counts = [raw.rowcount]
+        for _ in writes[1:]:
+            raw.nextset()
+            counts.append(raw.rowcount)
+        _check(writes, counts)
+        for i, (_, _, convert) in enumerate(prepared):
+            if i or writes:
                 raw.nextset()
-                counts.append(raw.rowcount)
-            _check(writes, counts)
-            for i, (_, _, convert) in enumerate(prepared):
-                if i or writes:
-                    raw.nextset()
-                results.append(convert(raw.fetchall()))
-        else:
-            _run_each(cursor, writes)
-            for sql, params, convert in prepared:
-                cursor.execute(sql, params)
-                results.append(convert(cursor.fetchall()))
+            results.append(convert(raw.fetchall()))
+    else:
+        _run_each(cursor, writes)
+        for sql, params, convert in prepared:
+            cursor.execute(sql, params)
+            results.append(convert(cursor.fetchall()))
     return results
 
 
-def _shape(args: Sequence[Any]) -> tuple:
-    return (connection.vendor, *(len(a) if isinstance(a, (list, tuple)) else None for a in args))
+def _shape(vendor: str, args: Sequence[Any]) -> tuple:
+    return (vendor, *(len(a) if isinstance(a, (list, tuple)) else None for a in args))
 
 
 def _flat(args: Sequence[Any]) -> list[Any]:
@@ -181,20 +192,29 @@ def execute_together(statements: Sequence[Statement]) -> None:
     statements = [*_take(), *statements]
     if not statements:
         return
-    with connection.cursor() as cursor:
-        raw = cursor.cursor
-        together = _together(raw)
-        prepares = together and conf.prepared_statements()  # read once per round trip
-        if together and (len(statements) > 1 or prepares):
-            texts = _executes([(st.sql, st.params, st.prepare) for st in statements], prepares)
-            _sent(statements)  # after the PREPAREs (see read_together)
-            _send(cursor, "; ".join(texts), [p for st in statements for p in st.params])
-            counts = [raw.rowcount]
-            while raw.nextset():
-                counts.append(raw.rowcount)
-            _check(statements, counts)
-        else:
-            _run_each(cursor, statements)
+    conn = connections[DEFAULT_DB_ALIAS]
+    raw = _direct_cursor(conn)
+    if raw is not None:
+        _write(conn, raw, raw, statements)
+        return
+    with conn.cursor() as cursor:
+        _write(conn, cursor, cursor.cursor, statements)
+
+
+def _write(conn: Any, cursor: Any, raw: Any, statements: Sequence[Statement]) -> None:
+    direct = cursor is raw
+    together = direct or _together(conn, raw)
+    prepares = together and conf.prepared_statements()  # read once per round trip
+    if together and (len(statements) > 1 or prepares or direct):
+        texts = _executes(conn, [(st.sql, st.params, st.prepare) for st in statements], prepares)
+        _sent(statements)  # after the PREPAREs (see read_together)
+        _send(conn, cursor, "; ".join(texts), [p for st in statements for p in st.params])
+        counts = [raw.rowcount]
+        while raw.nextset():
+            counts.append(raw.rowcount)
+        _check(statements, counts)
+    else:
+        _run_each(cursor, statements)
 
 
 def _run_each(cursor: Any, statements: Sequence[Statement]) -> None:
@@ -272,10 +292,47 @@ def _send_deferred_first(execute: Callable, sql: str, params: Any, many: bool, c
 def sends_together() -> bool:
     """Do several statements travel in one round trip on this connection (PostgreSQL through
     psycopg's client-side cursor)? Elsewhere each statement is its own call."""
-    if connection.vendor != "postgresql":
+    conn = connections[DEFAULT_DB_ALIAS]
+    if conn.vendor != "postgresql":
         return False
-    with connection.cursor() as cursor:
-        return _together(cursor.cursor)
+    if _direct_cursor(conn) is not None:
+        return True
+    with conn.cursor() as cursor:
+        return _together(conn, cursor.cursor)
+
+
+# -- the round trip's cursor --------------------------------------------------------------------
+
+def _direct_cursor(conn: Any) -> Any:
+    """psycopg's cursor itself, kept for the connection's life, when nothing would see the
+    difference from Django's cursor: a PostgreSQL client-side cursor (the one that sends several
+    statements at once), connected and health-checked, no execute wrapper but this module's own
+    (`deferring`, whose statements this round trip carries anyway), no query log (DEBUG), and
+    Django's CursorWrapper not patched by a tracer (Sentry patches its `execute`). Else None:
+    the round trip goes through `connection.cursor()`. Django's cursor and its wrapper cost a
+    step about a tenth of its CPU (a cursor made and closed, a context and a wrapper chain, per
+    round trip); what they do that matters is kept in `_send`: no query in a transaction that
+    must roll back, the driver's errors as Django's."""
+    session = conn.connection
+    if session is None:
+        return None  # not connected yet: Django's cursor connects
+    kept = conn.__dict__.get("_slct_cursor")
+    if kept is None or kept[0] is not session:  # a new connection
+        cursor = None
+        if conn.vendor == "postgresql":
+            with conn.wrap_database_errors:
+                cursor = conn.create_cursor()
+            if not _client_side(cursor):
+                cursor = None  # server-side binding: each statement its own call, through Django
+        kept = conn._slct_cursor = (session, cursor)
+    cursor = kept[1]
+    if cursor is None or conn.queries_logged or (conn.health_check_enabled and not conn.health_check_done):
+        return None
+    if conn.execute_wrappers and any(w is not _send_deferred_first for w in conn.execute_wrappers):
+        return None
+    if getattr(CursorWrapper.execute, "__module__", None) != "django.db.backends.utils":
+        return None
+    return cursor
 
 
 # -- prepared statements ------------------------------------------------------------------------
@@ -290,7 +347,7 @@ class _Prepared:
         self.stale = stale  # the session's statements are not to be trusted: DEALLOCATE ALL first
 
 
-def _executes(statements: Sequence[tuple[str, Sequence[Any], bool]], prepares: bool) -> list[str]:
+def _executes(conn: Any, statements: Sequence[tuple[str, Sequence[Any], bool]], prepares: bool) -> list[str]:
     """Each `(sql, params, prepare)` as sent in a multi-statement round trip: `EXECUTE name(%s,
     ...)` of a statement PREPAREd once on this session, so PostgreSQL parses and plans it once
     per connection instead of at every step (planning was most of its CPU for these short
@@ -300,10 +357,10 @@ def _executes(statements: Sequence[tuple[str, Sequence[Any], bool]], prepares: b
     behind a pooler that moves a connection between sessions): when off, the SQL as written."""
     if not prepares:
         return [sql for sql, _, _ in statements]
-    prepared = _session_prepared()
+    prepared = _session_prepared(conn)
     new = [sql for sql, _, prepare in statements if prepare and sql not in prepared.names]
     if new:
-        _prepare(prepared, dict.fromkeys(new))
+        _prepare(conn, prepared, dict.fromkeys(new))
     texts = []
     for sql, params, prepare in statements:
         name = prepared.names.get(sql) if prepare else None
@@ -327,14 +384,21 @@ def expand(text: str) -> str:
 _EXECUTE = re.compile(r"EXECUTE (slct_\w+)(?:\([^;]*\))?")
 
 
-def _send(cursor: Any, text: str, params: list[Any]) -> None:
+def _send(conn: Any, cursor: Any, text: str, params: list[Any]) -> None:
+    """Run the round trip's text on Django's cursor, or on psycopg's (`_direct_cursor`) with
+    what Django's cursor would check and convert."""
     try:
-        cursor.execute(text, params)
+        if isinstance(cursor, CursorWrapper):
+            cursor.execute(text, params)
+        else:
+            conn.validate_no_broken_transaction()
+            with conn.wrap_database_errors:
+                cursor.execute(text, params)
     except DatabaseError as exc:
-        prepared = getattr(connection, "_slct_prepared", None)
+        prepared = getattr(conn, "_slct_prepared", None)
         if prepared is not None and _unusable(exc):
             # The transaction is aborted now: the next one deallocates them all and prepares again.
-            connection._slct_prepared = _Prepared(prepared.session, stale=True)
+            conn._slct_prepared = _Prepared(prepared.session, stale=True)
             raise PreparedStatementsLost(f"this connection's prepared statements cannot be used: {exc}") from exc
         raise
 
@@ -347,13 +411,13 @@ def _unusable(exc: DatabaseError) -> bool:
     return code == "26000" or (code == "0A000" and "cached plan" in str(exc))
 
 
-def _session_prepared() -> _Prepared:
-    session = connection.connection
-    prepared = getattr(connection, "_slct_prepared", None)
+def _session_prepared(conn: Any) -> _Prepared:
+    session = conn.connection
+    prepared = getattr(conn, "_slct_prepared", None)
     if prepared is None or prepared.session is not session:  # a new connection: nothing prepared
-        prepared = connection._slct_prepared = _Prepared(session)
+        prepared = conn._slct_prepared = _Prepared(session)
     if prepared.stale:
-        with connection.cursor() as cursor:
+        with conn.cursor() as cursor:
             cursor.execute("DEALLOCATE ALL")  # not transactional: holds whatever follows
         prepared.stale = False
     return prepared
@@ -372,7 +436,7 @@ def _statement_name(sql: str) -> str:
     return f"slct_{readable[:40]}_{hashlib.sha1(sql.encode()).hexdigest()[:16]}"
 
 
-def _prepare(prepared: _Prepared, sqls: Iterable[str]) -> None:
+def _prepare(conn: Any, prepared: _Prepared, sqls: Iterable[str]) -> None:
     """PREPARE each statement on this session (once per connection: a round trip each), in a
     savepoint inside a transaction, so one PostgreSQL refuses (class 42: a parameter whose type
     it cannot infer) leaves the transaction as it was and is sent unprepared from then on."""
@@ -381,7 +445,7 @@ def _prepare(prepared: _Prepared, sqls: Iterable[str]) -> None:
         numbers = itertools.count(1)
         text = _PLACEHOLDER.sub(lambda m: f"${next(numbers)}" if m.group() == "%s" else "%", sql)
         try:
-            with transaction.atomic(savepoint=connection.in_atomic_block), connection.cursor() as cursor:
+            with transaction.atomic(using=conn.alias, savepoint=conn.in_atomic_block), conn.cursor() as cursor:
                 cursor.execute(f"PREPARE {name} AS {text}")
         except DatabaseError as exc:
             code = getattr(exc.__cause__, "sqlstate", None) or ""
@@ -393,9 +457,11 @@ def _prepare(prepared: _Prepared, sqls: Iterable[str]) -> None:
         prepared.names[sql] = name
 
 
-def _together(raw_cursor: Any) -> bool:
-    if connection.vendor != "postgresql":
-        return False
+def _together(conn: Any, raw_cursor: Any) -> bool:
+    return conn.vendor == "postgresql" and _client_side(raw_cursor)
+
+
+def _client_side(raw_cursor: Any) -> bool:
     try:
         from psycopg import ClientCursor
     except ImportError:  # psycopg2: one statement per call, as everywhere else
@@ -497,7 +563,7 @@ class FixedWrite:
                   **values: Any) -> Statement:
         """The write, to run with others through `execute_together` (row count checked against
         `expect` if given)."""
-        conn = connection
+        conn = connections[DEFAULT_DB_ALIAS]
         sql = self.sql.get(conn.vendor)
         if sql is None:
             qn, table = conn.ops.quote_name, conn.ops.quote_name(self.model._meta.db_table)
