@@ -20,6 +20,7 @@ from django.db import transaction
 from slack_integration import services
 from slack_integration.models import Kind, SlackMessage, Status
 from slct_workflows import hooks
+from slct_workflows.runtime import FixedValues
 
 log = logging.getLogger("slack_integration")
 
@@ -31,17 +32,25 @@ def select_fired(events: list[hooks.SelectFired]) -> None:
 
 
 def process_ended(events: list[hooks.ProcessEnded]) -> None:
-    ended = {e.process_id for e in events}
-    asking = SlackMessage.objects.filter(process_id__in=ended, status=Status.OPEN).exclude(kind=Kind.POST)
-    _queue_syncs(set(asking.values_list("process_id", flat=True)))
+    ended = sorted({e.process_id for e in events})
+    _queue_syncs({pid for (pid,) in _OPEN_IN_PROCESSES(ended, Status.OPEN.value, Kind.POST.value)})
+
+
+# The two reads a listener makes on the engine's hot path (a group commit's ended processes, a
+# bulk timer firing), compiled once per list length: built by the ORM at every call they cost a
+# timer burst about a millisecond of CPU per group. tests/slack/test_listeners.py holds each to
+# its queryset's answer.
+_OPEN_IN_PROCESSES = FixedValues(lambda ids, open_, post: SlackMessage.objects.filter(
+    process_id__in=ids, status=open_).exclude(kind=post).values_list("process_id"))
+_OPEN_OF_GOROUTINES = FixedValues(lambda ids, names, open_, post: SlackMessage.objects.filter(
+    process_id__in=ids, goroutine__in=names, status=open_).exclude(kind=post).values_list("process_id", "goroutine"))
 
 
 def _asking(pairs: set[tuple[str, str]]) -> set[str]:
     """The processes among `pairs` whose goroutine has an open question (one indexed read for a
     whole bulk timer firing; most processes never ask anything in Slack)."""
-    rows = SlackMessage.objects.filter(
-        process_id__in={p for p, _ in pairs}, goroutine__in={g for _, g in pairs}, status=Status.OPEN,
-    ).exclude(kind=Kind.POST).values_list("process_id", "goroutine")
+    rows = _OPEN_OF_GOROUTINES(sorted({p for p, _ in pairs}), sorted({g for _, g in pairs}),
+                               Status.OPEN.value, Kind.POST.value)
     return {p for p, g in rows if (p, g) in pairs}
 
 
