@@ -145,6 +145,8 @@ def render(r: dict) -> str:
         f"{m.get('mem_gib', '?')} GiB, load average (1/5/15 min) at start "
         f"{tuple(round(x, 2) for x in m.get('load_at_start', ()))}, at end {tuple(round(x, 2) for x in m.get('load_at_end', ()))}; "
         f"total {r.get('total_s', '?')} s; code {r.get('code', '?')}.",
+        f"machine speed: a 1-million-addition Python loop took {m.get('python_loop_ms_at_start', '?')} ms at start, "
+        f"{m.get('python_loop_ms_at_end', '?')} ms at end (best of 5; compare absolute figures across runs with it).",
     ]
     if dbos_ok:
         notes.append(f"DBOS: {db['pairs']} pairs in {db['processes']} process(es), notification polling "
