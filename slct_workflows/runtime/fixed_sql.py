@@ -324,6 +324,8 @@ def _direct_cursor(conn: Any) -> Any:
                 cursor = conn.create_cursor()
             if not _client_side(cursor):
                 cursor = None  # server-side binding: each statement its own call, through Django
+            else:
+                _parse_timestamps_in_c(conn, cursor)
         kept = conn._slct_cursor = (session, cursor)
     cursor = kept[1]
     if cursor is None or conn.queries_logged or (conn.health_check_enabled and not conn.health_check_done):
@@ -333,6 +335,18 @@ def _direct_cursor(conn: Any) -> Any:
     if getattr(CursorWrapper.execute, "__module__", None) != "django.db.backends.utils":
         return None
     return cursor
+
+
+def _parse_timestamps_in_c(conn: Any, cursor: Any) -> None:
+    """Django reads every timestamptz through its own Python subclass of psycopg's loader (to set
+    its time zone on the value), which keeps psycopg's C loader out: parsing the step's timestamps
+    cost about 7% of its CPU. Where the C loader gives the very same value, because the
+    session's time zone is Django's (USE_TZ, as Django sets up its connections), the kept cursor
+    uses psycopg's own loader (psycopg swaps in its C version where it is installed)."""
+    from psycopg.types.datetime import TimestamptzLoader
+
+    if conn.timezone is not None and cursor.connection.info.timezone == conn.timezone:
+        cursor.adapters.register_loader("timestamptz", TimestamptzLoader)
 
 
 # -- prepared statements ------------------------------------------------------------------------

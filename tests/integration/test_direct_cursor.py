@@ -149,3 +149,28 @@ def test_a_connection_whose_health_check_is_due_goes_through_django(monkeypatch)
     _CHANNELS(["dc-h"])
     assert conn.health_check_done is True
     assert fixed_sql._direct_cursor(conn) is not None
+
+
+def test_timestamps_read_on_the_kept_cursor_equal_the_orms_and_are_parsed_by_psycopg(runner):
+    """The kept cursor parses timestamptz with psycopg's own loader (C where installed) instead of
+    Django's Python subclass, because the session's time zone is Django's: same values, same
+    tzinfo."""
+    postgres_only("the kept cursor is psycopg's client-side cursor")
+    from psycopg.pq import Format
+
+    pid = runner.start("counter", {"idle_seconds": 60, "channel": "dc-ts"})
+    by_process = FixedQuery(lambda p: Goroutine.objects.filter(process_id=p).order_by("id"))
+    fixed, orm = by_process(pid), list(Goroutine.objects.filter(process_id=pid).order_by("id"))
+    fields = [f.attname for f in Goroutine._meta.concrete_fields if f.get_internal_type() == "DateTimeField"]
+    assert fields and fixed
+    compared = 0
+    for a, b in zip(fixed, orm):
+        for name in fields:
+            x, y = getattr(a, name), getattr(b, name)
+            assert x == y and (x is None or x.tzinfo == y.tzinfo), name
+            compared += x is not None
+    assert compared >= 2
+    kept = connection._slct_cursor[1]
+    oid = kept.connection.adapters.types["timestamptz"].oid
+    loader = kept.adapters.get_loader(oid, Format.TEXT)
+    assert not loader.__module__.startswith("django"), loader
