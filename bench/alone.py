@@ -15,6 +15,7 @@ import argparse
 import os
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import timedelta
 
 
@@ -55,11 +56,10 @@ def main() -> None:
     dispatch.use(rec)
     statements = [0]
 
-    def count(execute, sql, params, many, context):
+    def note(query, params) -> None:
         statements[0] += 1
         if statements[0] <= args.show:
-            print(f"--- round trip {statements[0]}: {sql} {params!r}")
-        return execute(sql, params, many, context)
+            print(f"--- round trip {statements[0]}: {query} {params!r}")
 
     def backend_cpu() -> float:
         """The connection's PostgreSQL backend CPU seconds (a local server: /proc), or nan."""
@@ -103,7 +103,7 @@ def main() -> None:
         print(f"fired {fired} timers in bulk in {(time.perf_counter() - t) * 1000:.1f} ms")
         limit = 10**9
     db_cpu = backend_cpu()
-    with connection.execute_wrapper(count):
+    with _counting_round_trips(connection, note):
         cpu, wall = time.process_time(), time.perf_counter()
         steps = drain(limit)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -111,6 +111,35 @@ def main() -> None:
     print(f"{args.scenario}: {steps} steps, {wall / steps * 1000:.3f} ms/step wall, {cpu / steps * 1000:.3f} ms/step "
           f"CPU, {db_cpu / steps * 1000:.3f} ms/step database CPU, {statements[0] / steps:.2f} round trips/step "
           f"(SLCT_GROUP_STEPS={conf.group_steps()})")
+
+
+@contextmanager
+def _counting_round_trips(connection, note):
+    """Each round trip noted where it is sent: at psycopg's cursor class on PostgreSQL, not with an
+    execute wrapper (a wrapper would send the step's fixed SQL through Django's cursor,
+    fixed_sql._direct_cursor, and measure that path instead of the workers'). SQLite has only
+    Django's cursor: a wrapper there."""
+    if connection.vendor != "postgresql":
+        def wrapper(execute, sql, params, many, context):
+            note(sql, params)
+            return execute(sql, params, many, context)
+
+        with connection.execute_wrapper(wrapper):
+            yield
+        return
+    import psycopg
+
+    original = psycopg.ClientCursor.execute
+
+    def execute(cursor, query, params=None, *args, **kwargs):
+        note(query, params)
+        return original(cursor, query, params, *args, **kwargs)
+
+    psycopg.ClientCursor.execute = execute
+    try:
+        yield
+    finally:
+        psycopg.ClientCursor.execute = original
 
 
 if __name__ == "__main__":
