@@ -29,6 +29,8 @@ from typing import Any, Callable, Generic, Iterable, Iterator, Sequence, TypeVar
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
 from django.db.backends.utils import CursorWrapper
 from django.db.models import Model, QuerySet
+from django.db.models.base import ModelState
+from django.db.models.signals import post_init, pre_init
 
 from slct_workflows import conf
 
@@ -38,10 +40,12 @@ M = TypeVar("M", bound=Model)
 class FixedQuery(Generic[M]):
     """`FixedQuery(lambda gid: Goroutine.objects.filter(pk=gid))(42)` -> list of Goroutine.
     Arguments are scalars or lists (an `IN (...)`); the builder must use each exactly as given.
-    Instances are built as the queryset builds them (`Model.from_db` on converted rows)."""
+    Instances are built as the queryset builds them (`Model.from_db` on converted rows), or
+    directly where that is the same thing (`_plain_instances`)."""
 
     def __init__(self, build: Callable[..., QuerySet[M]]) -> None:
         self.values = FixedValues(build)
+        self.plain: bool | None = None  # _plain_instances, decided at the first read
 
     def __call__(self, *args: Any) -> list[M]:
         return read_together((self, args))[0]
@@ -50,7 +54,46 @@ class FixedQuery(Generic[M]):
         conn = conn or connections[DEFAULT_DB_ALIAS]
         sql, params, convert = self.values.prepare(args, conn)
         model, names, db = self.values.model, self.values.attnames, conn.alias
-        return sql, params, lambda rows: [model.from_db(db, names, row) for row in convert(rows)]
+        if self.plain is None:
+            self.plain = _plain_instances(model, names)
+        if not self.plain or _init_observed(model):
+            return sql, params, lambda rows: [model.from_db(db, names, row) for row in convert(rows)]
+
+        def build(rows: list) -> list[M]:
+            built = []
+            for row in convert(rows):
+                obj = new(model)
+                obj.__dict__.update(zip(names, row))
+                state = obj._state = ModelState()
+                state.adding, state.db = False, db
+                built.append(obj)
+            return built
+
+        return sql, params, build
+
+
+def _plain_instances(model: type[Model], names: Sequence[str]) -> bool:
+    """Whether an instance of a whole row can be built without `Model.__init__` (a tenth of a
+    step's CPU: it is written for every way of calling it): every concrete field is read, in
+    order, each stored as `__init__` stores it (a plain or foreign-key attribute: no file or
+    custom descriptor), and the model keeps Django's `from_db`. `pre_init`/`post_init`
+    receivers are checked at each read (`_init_observed`)."""
+    from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
+    from django.db.models.query_utils import DeferredAttribute
+
+    fields = model._meta.concrete_fields
+    return (
+        list(names) == [f.attname for f in fields]
+        and all(type(getattr(model, f.attname, None)) in (DeferredAttribute, ForeignKeyDeferredAttribute) for f in fields)
+        and getattr(model.from_db, "__func__", None) is Model.from_db.__func__
+    )
+
+
+def _init_observed(model: type[Model]) -> bool:
+    return pre_init.has_listeners(model) or post_init.has_listeners(model)
+
+
+new = object.__new__
 
 
 class FixedValues:

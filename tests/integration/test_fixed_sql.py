@@ -244,3 +244,30 @@ def test_arguments_reach_their_places_when_django_reorders_the_filters():
     )
     assert after("fx-o", "send", first) == [(2,), (3,)]
     assert after("fx-o", "recv", first) == [(1,)]
+
+
+def test_instances_are_built_as_the_queryset_builds_them_and_init_receivers_still_run(runner):
+    """FixedQuery builds whole-row instances without Model.__init__ (fixed_sql._plain_instances):
+    the same attributes and state as the queryset's; a pre_init/post_init receiver makes it go
+    through Model.from_db again, so the receiver sees every instance."""
+    from django.db.models.signals import post_init
+
+    pid = runner.start("counter", {"idle_seconds": 60, "channel": "fx-init"})
+    by_process = FixedQuery(lambda p: Goroutine.objects.filter(process_id=p).order_by("id"))
+    fixed, orm = by_process(pid), list(Goroutine.objects.filter(process_id=pid).order_by("id"))
+    assert by_process.plain is True and fixed
+    for a, b in zip(fixed, orm):
+        assert {k: v for k, v in vars(a).items() if k != "_state"} == {k: v for k, v in vars(b).items() if k != "_state"}
+        assert (a._state.adding, a._state.db) == (b._state.adding, b._state.db) == (False, "default")
+        assert a.process.pk == pid  # the relation loads as usual
+    seen = []
+
+    def receiver(sender, instance, **kwargs):
+        seen.append(instance.pk)
+
+    post_init.connect(receiver, sender=Goroutine)
+    try:
+        again = by_process(pid)
+    finally:
+        post_init.disconnect(receiver, sender=Goroutine)
+    assert seen == [g.pk for g in again] and seen
