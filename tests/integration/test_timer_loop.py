@@ -163,3 +163,31 @@ def test_a_small_first_window_of_busy_goroutines_does_not_stop_the_burst(runner,
         dispatch.use(previous)
     assert fired == 20
     assert set(Goroutine.objects.filter(pk__in=gids, status="runnable").values_list("id", flat=True)) == set(gids[10:])
+
+
+def test_the_firing_reads_due_cases_on_the_timer_index_alone_and_locks_only_blocked_goroutines(runner):
+    """The bulk firing's due query does not join the goroutines: joined, PostgreSQL's plan hung on
+    fresh statistics (right after a burst of timers was set it scanned every blocked goroutine
+    once per due case). Whether the goroutine still waits is the locking read's filter: a due
+    timer case left on a goroutine that no longer waits is not fired, and the others still are."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from slct_workflows.models import PendingCase
+    from slct_workflows.runtime import timers
+
+    gids = [Goroutine.objects.get(process_id=runner.start("t-sleeper")).id for _ in range(3)]
+    Goroutine.objects.filter(pk=gids[0]).update(status="paused")  # its case left behind, as if by a bug
+    clock.advance(timedelta(hours=2))
+    previous = dispatch.use(NullDispatcher())
+    try:
+        with CaptureQueriesContext(connection) as ctx:
+            fired = timers.fire_due_timers()
+    finally:
+        dispatch.use(previous)
+    assert fired == sorted(gids[1:])
+    due_reads = [q["sql"] for q in ctx.captured_queries
+                 if q["sql"].startswith("SELECT") and "FROM \"slct_workflows_pendingcase\"" in q["sql"]]
+    assert due_reads and "JOIN" not in due_reads[0], due_reads[0]
+    assert Goroutine.objects.get(pk=gids[0]).status == "paused"
+    assert PendingCase.objects.filter(goroutine_id=gids[0]).exists()
