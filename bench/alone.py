@@ -12,6 +12,7 @@ lets the settings load without a SECRET_KEY; the query log is switched off here.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import time
 import uuid
@@ -104,8 +105,6 @@ def main() -> None:
         limit = 10**9
     # Objects made so far (Django, the warm-up) out of the collector's way: a full collection
     # landing in one measured run and not another moved the per-step figures by ~8%.
-    import gc
-
     gc.collect()
     gc.freeze()
     db_cpu = backend_cpu()

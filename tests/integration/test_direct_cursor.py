@@ -90,7 +90,7 @@ def test_a_tracer_that_patched_djangos_cursor_sees_the_round_trips(monkeypatch):
     assert any("slct_workflows_channel" in fixed_sql.expand(text) for text in seen), seen
 
 
-def test_the_query_log_sees_the_round_trips(settings):
+def test_the_query_log_sees_the_round_trips():
     from django.test.utils import CaptureQueriesContext
 
     services.create_channel("dc-l")
