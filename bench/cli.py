@@ -45,7 +45,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--capacity", type=int, default=10, help="fan-in channel capacity (default 10)")
     ap.add_argument("--timers", type=int, default=1000, help="processes waiting on one deadline (default 1000)")
     ap.add_argument("--timer-lead", type=float, help="seconds from starting the timer processes to their deadline "
-                    "(default: estimated from the ping-pong step rate)")
+                    "(default: twice the arming time at the naive pipeline's step rate, at most 60 s)")
     ap.add_argument("--peer", choices=["dbos", "none"], default="dbos")
     ap.add_argument("--dbos-poll", type=float, default=0.01,
                     help="DBOS notification_listener_polling_interval_sec (its recv wake-up on SQLite; "
@@ -210,10 +210,11 @@ def run_all(args, env: BenchEnv, logdir: Path) -> dict:
                 out["fanin"] = scenarios.fanin(env, args.senders, args.capacity, args.warmup, args.duration)
             if "timers" in args.only:
                 # time to start them (one transaction) and arm them all (a step each, on the
-                # workers, at about the ping-pong step rate)
-                # (arming is one step per job, like the naive pipeline's jobs)
+                # workers; arming is one step per job, like the naive pipeline's jobs). Twice
+                # the time at the naive rate measured earlier in the run: this machine's speed
+                # can halve within a minute, and a run that arms late measures nothing.
                 rate = (out.get("naive") or out.get("pingpong") or {}).get("steps_per_s") or 100.0
-                lead = args.timer_lead or min(40.0, 3.0 + 2.2 * args.timers / max(rate, 25.0))
+                lead = args.timer_lead or min(60.0, 3.0 + 4.4 * args.timers / max(rate, 25.0))
                 log(f"2c: {args.timers} timers due together, {lead:.1f}s ahead")
                 out["timers"] = scenarios.timers(env, args.timers, lead)
         except BaseException:
