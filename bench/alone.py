@@ -6,6 +6,12 @@ and round trips (statements sent), without the queue or other workers in the fig
       DEBUG=1 .venv/bin/python -m bench.alone pingpong --steps 3000
     ... .venv/bin/python -m bench.alone timers --n 300     # woken timer steps that finish their process
 
+With `--rq` the steps are run instead by the project's RQ worker, in this process, in burst mode,
+on a queue of the Redis at REDIS_URL (the timer loop off): each job's bookkeeping in Redis is in
+the figures (the processes run a bounded number of rounds, so the burst ends):
+
+    REDIS_URL=redis://127.0.0.1:6379/1 ... .venv/bin/python -m bench.alone pingpong --rq --steps 2000
+
 Run it on the bench's database after `python -m bench --db postgres` has created it. DEBUG=1 only
 lets the settings load without a SECRET_KEY; the query log is switched off here.
 """
@@ -27,7 +33,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--n", type=int, default=300, help="timers")
     ap.add_argument("--show", type=int, default=0, help="print the SQL of the first N round trips measured")
+    ap.add_argument("--rq", action="store_true", help="steps run by the project's RQ worker (burst mode)")
     args = ap.parse_args()
+    if args.rq:
+        # No timer loop; no summary line (its reset would lose the steps counted).
+        for name in ("SLCT_TIMER_POLL_SECONDS", "SLCT_SWEEP_INTERVAL", "SLCT_LOG_SUMMARY_SECONDS"):
+            os.environ[name] = "0"
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "slct_project.settings")
     os.environ.setdefault("SLCT_WORKER_CONN_MAX_AGE", "600")
     os.environ.setdefault("CONN_MAX_AGE", "600")  # a worker keeps its connection across jobs
@@ -54,7 +65,17 @@ def main() -> None:
 
     settings.DEBUG = False
     rec = Recorder()
-    dispatch.use(rec)
+    run = uuid.uuid4().hex[:6]
+    if args.rq:
+        from slct_workflows.workers import worker
+
+        queue = settings.SLCT_QUEUE = f"slct-alone-{run}"
+        settings.RQ_QUEUES[queue] = dict(settings.RQ_QUEUES[next(iter(settings.RQ_QUEUES))])
+        conf.reset()
+        worker.persistent_db_connections()  # here, not at the worker's start: one backend throughout
+        worker.persistent_db_connections = lambda: None
+    else:
+        dispatch.use(rec)
     statements = [0]
 
     def note(query, params) -> None:
@@ -76,19 +97,40 @@ def main() -> None:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def drain(limit: int) -> int:
+        if args.rq:
+            return work()
         steps = 0
         while rec.queue and steps < limit:
             steps += jobs.wake(*rec.queue.pop(0))
         return steps
 
-    run = uuid.uuid4().hex[:6]
-    if args.scenario == "pingpong":
+    def work() -> int:
+        """The queue's jobs, run by the project's worker until the queue is empty; the steps it ran."""
+        import django_rq
+
+        from slct_workflows.workers.worker import Worker, activity
+
+        before = activity.steps
+        Worker([django_rq.get_queue(conf.queue_name())], connection=django_rq.get_connection(conf.queue_name()),
+               name=f"alone-{run}-{uuid.uuid4().hex[:6]}").work(burst=True, logging_level="WARNING")
+        return activity.steps - before
+
+    def pairs(tag: str, rounds: int) -> None:
         with transaction.atomic():
             for i in range(args.pairs):
-                a, b = f"alone-{run}-{i}-a", f"alone-{run}-{i}-b"
-                services.start_process("pingpong", {"role": "pong", "inbox": a, "outbox": b, "rounds": 10**9})
-                services.start_process("pingpong", {"role": "ping", "inbox": b, "outbox": a, "rounds": 10**9})
-        drain(300)  # warm: channels made, statements compiled
+                a, b = f"alone-{run}-{tag}{i}-a", f"alone-{run}-{tag}{i}-b"
+                services.start_process("pingpong", {"role": "pong", "inbox": a, "outbox": b, "rounds": rounds})
+                services.start_process("pingpong", {"role": "ping", "inbox": b, "outbox": a, "rounds": rounds})
+
+    if args.scenario == "pingpong":
+        if args.rq:
+            pairs("warm", 20)
+            drain(0)  # warm: channels made, statements compiled
+            # The burst ends when the processes do: rounds enough for the steps.
+            pairs("", args.steps // (2 * args.pairs) + 1)
+        else:
+            pairs("", 10**9)
+            drain(300)  # warm
         limit = args.steps
     else:
         # Due after every one is armed (their start steps below), however slow the machine.
