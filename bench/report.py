@@ -161,11 +161,13 @@ def render(r: dict) -> str:
     if pp:
         notes.append(f"ping-pong step duration (start → finished_at) p50 {pp['step_ms']['p50_ms']} ms, p99 "
                      f"{pp['step_ms']['p99_ms']} ms; wake-up → woken step start p50 {pp['wake_to_start']['p50_ms']} ms, "
-                     f"p99 {pp['wake_to_start']['p99_ms']} ms.")
+                     f"p99 {pp['wake_to_start']['p99_ms']} ms; {pp.get('stepping')} of {2 * pp['pairs']} processes "
+                     f"ran a step in the window.")
     if fi:
         notes.append(f"fan-in step duration p50 {fi['step_ms']['p50_ms']} ms, mean {fi['step_ms'].get('mean_ms')} ms; "
                      f"steps/s × mean step time = {fi.get('channel_busy')} (1.0 = the steps ran one at a time: they "
-                     f"all lock the one channel row until commit).")
+                     f"all lock the one channel row until commit); {fi.get('stepping')} of {fi['senders'] + 1} "
+                     f"processes ran a step in the window.")
     p = r.get("profile")
     if p:
         notes.append(

@@ -100,7 +100,17 @@ def pingpong(env: BenchEnv, pairs: int, warmup: float, duration: float) -> dict:
     received = out["methods_per_s"].get("Main_Received", 0.0)
     out["messages_per_s"] = received
     out["pairs"] = pairs
+    out["stepping"] = _stepping(ids, t0, t1)
     return out
+
+
+def _stepping(ids: list[str], t0: datetime, t1: datetime) -> int:
+    """How many of the processes ran a step in the window. Unfair scheduling shows here: while a
+    job handed its chain back to the front of the queue, the 50 ping-pong pairs ran as 3."""
+    from slct_workflows.models import Event
+
+    return (Event.objects.filter(process_id__in=ids, kind="step", finished_at__gte=t0, finished_at__lt=t1)
+            .values("process_id").distinct().count())
 
 
 def fanin(env: BenchEnv, senders: int, capacity: int, warmup: float, duration: float) -> dict:
@@ -115,6 +125,7 @@ def fanin(env: BenchEnv, senders: int, capacity: int, warmup: float, duration: f
     out = measure.runtime_window(t0, t1, definitions=["bench-sink", "bench-sender"])
     out["messages_per_s"] = out["methods_per_s"].get("Main_Got", 0.0)
     out["senders"], out["capacity"] = senders, capacity
+    out["stepping"] = _stepping(ids, t0, t1)
     # every step locks the one channel row until it commits: steps/s x mean step time near 1
     # means the steps ran one after the other
     mean = out["step_ms"]["mean_ms"]
