@@ -374,6 +374,10 @@ class Worker(SimpleWorker):
             return
         self._ride_out("checking for suspension", super().check_for_suspension, burst)
         self._suspension_check_at = time.monotonic() + HEARTBEAT_MIN_SECONDS
+        # Also once a second: is this worker still registered? redis-py's own retries hide a
+        # short Redis restart from this class (no outage is seen), and a Redis that came back
+        # empty would leave the worker unregistered, out of /readyz's live workers for good.
+        self._repair_after_outage()
 
     def set_shutdown_requested_date(self) -> None:
         try:  # called from the SIGTERM handler: an outage must not turn a warm stop into a crash

@@ -8,6 +8,7 @@ import time
 from contextlib import contextmanager
 
 import pytest
+import rq.suspension
 from redis.connection import Connection
 from rq import Queue
 from rq.exceptions import StopRequested
@@ -18,10 +19,13 @@ from rq.worker import WorkerStatus
 
 from slct_workflows import conf, definitions
 from slct_workflows.workers import worker as worker_module
-from slct_workflows.workers.worker import HEARTBEAT_MIN_SECONDS, Worker
+from slct_workflows.workers.worker import Worker
 
 # RQ 3.0's own SimpleWorker spends 27 round trips on such a job (docs/PERFORMANCE.md).
 MOST_PER_JOB = 16
+
+
+PAUSE = 3600.0  # HEARTBEAT_MIN_SECONDS here: no beat or check falls due by the clock mid-test
 
 
 @pytest.fixture
@@ -32,9 +36,14 @@ def queue(clean_redis, monkeypatch):
     monkeypatch.setenv("SLCT_SWEEP_INTERVAL", "0")
     conf.reset()
     monkeypatch.setattr(worker_module, "persistent_db_connections", lambda: None)
+    monkeypatch.setattr(worker_module, "HEARTBEAT_MIN_SECONDS", PAUSE)
     monkeypatch.setattr(definitions, "in_worker", definitions.in_worker)
+    monkeypatch.setattr(Worker, "_install_signal_handlers", lambda self: None)  # pytest keeps its own
     from django.conf import settings
 
+    # `rq suspend` is one key for the whole Redis: this run's own, so that suspending here stops
+    # no other run's workers (nor lifts an operator's suspension).
+    monkeypatch.setattr(rq.suspension, "WORKERS_SUSPENDED", f"rq:suspended:{settings.SLCT_QUEUE}")
     q = Queue(f"{settings.SLCT_QUEUE}-round-trips", connection=clean_redis)
     yield q
     for key in clean_redis.scan_iter(match=f"*{q.name}*"):
@@ -111,7 +120,7 @@ def test_a_heartbeat_right_after_another_is_not_sent_and_one_after_the_pause_is(
     with counting_round_trips() as sent:
         w.heartbeat()
     assert sent[0] == 0
-    w._beat_at = time.monotonic() - HEARTBEAT_MIN_SECONDS - 0.01
+    w._beat_at = time.monotonic() - PAUSE - 0.01
     clean_redis.hdel(w.key, "last_heartbeat")
     with counting_round_trips() as sent:
         w.heartbeat()
@@ -159,3 +168,21 @@ def test_a_suspended_queue_stops_a_burst_worker_before_its_first_job(queue, clea
     suspend(clean_redis)
     Worker([queue], connection=clean_redis).work(burst=True, logging_level="WARNING")
     assert queue.count == 1
+
+
+def test_a_worker_that_lost_its_registration_without_an_outage_registers_again(queue, clean_redis):
+    """A Redis restart short enough for redis-py's retries to hide it: this worker saw no outage,
+    but its key and its place in the worker registry are gone. The next suspension check (once
+    a second) puts them back, so /readyz counts it again."""
+    from rq.worker_registration import get_keys, unregister
+
+    w = _worker(queue)
+    assert w.key in get_keys(queue=queue)
+    clean_redis.delete(w.key)
+    unregister(w)
+    assert w.key not in get_keys(queue=queue)
+    w._suspension_check_at = 0.0
+    w.check_for_suspension(burst=False)
+    assert clean_redis.hexists(w.key, "birth")
+    assert w.key in get_keys(queue=queue)
+    w.register_death()
