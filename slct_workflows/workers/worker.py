@@ -335,13 +335,14 @@ class Worker(SimpleWorker):
         self._ride_out("starting the scheduler", super()._start_scheduler, *args, **kwargs)
 
     # -- fewer round trips per job ---------------------------------------------------------------
-    # RQ spends about 27 Redis round trips on a job of ours, ~0.3 ms of worker CPU each here (most
-    # of it the two system calls): more than a step costs. Eleven of them repeat what was just
-    # written: three heartbeats of three commands each around every job (and one inside each of
-    # the job's own pipelines), the idle state set twice, and a suspension check. A heartbeat only has to keep the
-    # worker's key (TTL >= 60 s) and its last_heartbeat (/readyz: 60 s) fresh, so one sent on its
-    # own is a single pipelined round trip, and it is skipped when any beat went out in the last
-    # HEARTBEAT_MIN_SECONDS; a state is written only when it differs from the one last written.
+    # RQ spends 27 Redis round trips on a job of ours, ~0.3 ms of worker CPU each here (most of it
+    # the two system calls): more than a step costs. Eleven of them repeat what was just written:
+    # three heartbeats of three commands each around every job (and one inside each of the job's
+    # own pipelines), the idle state set twice, and a suspension check. A heartbeat only has to
+    # keep the worker's key (TTL >= 60 s) and its last_heartbeat (/readyz: 60 s) fresh, so one
+    # sent on its own is a single pipelined round trip, and it is skipped when any beat went out
+    # in the last HEARTBEAT_MIN_SECONDS; a state is written only when it differs from the one
+    # last written (docs/PERFORMANCE.md, "What a job costs in Redis").
 
     def set_state(self, state: str, pipeline: Any = None) -> None:
         if pipeline is not None:
