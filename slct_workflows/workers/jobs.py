@@ -90,15 +90,15 @@ def _run(goroutine_ids: list[int]) -> int:
     whose time slice is up: handed back to the front, a chain of goroutines that keep waking
     each other (a ping-pong pair, a producer and its consumer) was picked up again at once and
     held the workers for as long as it ran, and every job behind it waited (the bench's 50
-    ping-pong pairs on 2 workers: 48 of them never ran a step). When a step raises, what is
-    left goes back to the front: its turn was cut short, not used up."""
+    ping-pong pairs on 2 workers: 48 of them never ran a step). When an error escapes the job
+    (one that `with_db_retries` does not retry), what is left goes back to the front: its turn
+    was cut short, not used up. A step whose method raises is recorded and does not end it."""
     from slct_workflows.read import metrics
 
     steps = 0
     queue = list(goroutine_ids)
     deadline = time.monotonic() + conf.job_seconds()
     hold_hooks = True
-    spent = False  # the loop below ended with goroutines left: the job's budget is used up
     try:
         while queue and steps < conf.steps_per_job() and time.monotonic() < deadline:
             limit = min(conf.group_steps(), conf.steps_per_job() - steps)
@@ -120,9 +120,10 @@ def _run(goroutine_ids: list[int]) -> int:
                 if result.ran:
                     metrics.observe_step(result, time.perf_counter() - started)
                     steps += 1
-        spent = bool(queue)
-    finally:
-        dispatch.wake_now(queue, at_front=not spent)
+    except BaseException:
+        dispatch.wake_now(queue, at_front=True)
+        raise
+    dispatch.wake_now(queue)  # the budget is spent: behind the queue
     return steps
 
 
