@@ -257,16 +257,19 @@ class Worker(SimpleWorker):
         """Redis may have restarted empty: put back what this worker keeps there."""
         self._redis_repair_pending = False
         try:
-            if getattr(self, "birth_date", None) is not None and not self.connection.hexists(self.key, "birth"):
-                log.info("worker %s: Redis lost the worker's registration; registering again", self.name)
-                self.connection.delete(self.key)  # a heartbeat may have left a partial hash
-                SimpleWorker.register_birth(self)
-                SimpleWorker.set_state(self, self.get_state() or WorkerStatus.IDLE)
+            self._register_again_if_lost()
             self._scheduler_check_at = 0.0
             self._keep_scheduler()
         except REDIS_DOWN as exc:  # down again: the next success repairs
             self._redis_down("repairing the registration", exc)
             self._redis_repair_pending = True
+
+    def _register_again_if_lost(self) -> None:
+        if getattr(self, "birth_date", None) is not None and not self.connection.hexists(self.key, "birth"):
+            log.info("worker %s: Redis lost the worker's registration; registering again", self.name)
+            self.connection.delete(self.key)  # a heartbeat may have left a partial hash
+            SimpleWorker.register_birth(self)
+            SimpleWorker.set_state(self, self.get_state() or WorkerStatus.IDLE)
 
     def _keep_scheduler(self) -> None:
         """RQ's scheduler process dies with Redis, and RQ restarts it only with the maintenance
@@ -378,7 +381,7 @@ class Worker(SimpleWorker):
         # Also once a second: is this worker still registered? redis-py's own retries hide a
         # short Redis restart from this class (no outage is seen), and a Redis that came back
         # empty would leave the worker unregistered, out of /readyz's live workers for good.
-        self._repair_after_outage()
+        self._ride_out("checking its registration", self._register_again_if_lost)
 
     def set_shutdown_requested_date(self) -> None:
         try:  # called from the SIGTERM handler: an outage must not turn a warm stop into a crash
