@@ -69,8 +69,9 @@ def main() -> None:
     if args.rq:
         from slct_workflows.workers import worker
 
-        queue = settings.SLCT_QUEUE = f"slct-alone-{run}"
-        settings.RQ_QUEUES[queue] = dict(settings.RQ_QUEUES[next(iter(settings.RQ_QUEUES))])
+        queue = f"slct-alone-{run}"
+        settings.RQ_QUEUES[queue] = dict(settings.RQ_QUEUES[settings.SLCT_QUEUE])
+        settings.SLCT_QUEUE = queue
         conf.reset()
         worker.persistent_db_connections()  # here, not at the worker's start: one backend throughout
         worker.persistent_db_connections = lambda: None
