@@ -2,8 +2,8 @@
 
 The settings a step reads (a dozen per step) are read once per process (`_per_process`): looking
 each one up in Django's settings and the environment at every step cost about 2% of a step's
-instructions (callgrind). A changed Django setting (override_settings, pytest-django's `settings`) clears them;
-after changing the environment in a running process, call `reset()`.
+instructions (callgrind). A changed Django setting (override_settings, pytest-django's
+`settings`) clears them; after changing the environment in a running process, call `reset()`.
 """
 from __future__ import annotations
 

@@ -74,8 +74,8 @@ class FixedQuery(Generic[M]):
 
 def _plain_instances(model: type[Model], names: Sequence[str]) -> bool:
     """Whether an instance of a whole row can be built without `Model.__init__` (written for every
-    way of calling it: about 4% of a step's instructions, by callgrind): every concrete field is read, in
-    order, each stored as `__init__` stores it (a plain or foreign-key attribute: no file or
+    way of calling it: about 4% of a step's instructions, by callgrind): every concrete field is
+    read, in order, each stored as `__init__` stores it (a plain or foreign-key attribute: no file or
     custom descriptor), and the model keeps Django's `from_db`. `pre_init`/`post_init`
     receivers are checked at each read (`_init_observed`)."""
     from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
